@@ -1,0 +1,176 @@
+"""`mfdscope.open(path)`: a capture file in, DataFrames out."""
+from __future__ import annotations
+
+import json
+import os
+import uuid as uuidlib
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from . import frames, wire
+from .capture import CaptureError, Reassembler, open_capture
+from .dissect import Dissector
+
+KINDS = ("init", "ram", "sync", "device_state")
+
+
+@dataclass
+class Capture:
+    """A dissected capture: ``connections``, ``packets`` and ``expert`` DataFrames."""
+
+    path: str
+    format: str
+    connections: pd.DataFrame
+    packets: pd.DataFrame
+    expert: pd.DataFrame
+    stats: dict = field(default_factory=dict)
+
+    # -------------------------------------------------------------- convenience
+    @property
+    def multifd(self) -> pd.DataFrame:
+        """The multifd connections, by channel id."""
+        c = self.connections
+        return c[c["role"] == "multifd"].sort_values("channel_id", na_position="last")
+
+    def channels(self) -> list[dict]:
+        """One dict per connection, as ``mfdscope summary --json`` prints them."""
+        counts = {}
+        if len(self.packets):
+            grouped = self.packets.groupby(["flow", "kind"], observed=True).size()
+            for (flow, kind), n in grouped.items():
+                counts.setdefault(int(flow), {})[kind] = int(n)
+        pages = self.packets.groupby("flow")[["normal_pages", "zero_pages"]].sum() \
+            if len(self.packets) else None
+        out = []
+        for row in self.connections.itertuples(index=False):
+            flow = int(row.flow)
+            c = counts.get(flow, {})
+            out.append({
+                "flow": flow,
+                "role": row.role,
+                "channel_id": _opt(row.channel_id),
+                "uuid": _opt(row.uuid),
+                "src": row.src,
+                "dst": row.dst,
+                "bytes": int(row.bytes),
+                "bytes_reverse": int(row.bytes_reverse),
+                "records": {k: c.get(k, 0) for k in KINDS},
+                "normal_pages": int(pages.loc[flow, "normal_pages"]) if pages is not None
+                and flow in pages.index else 0,
+                "zero_pages": int(pages.loc[flow, "zero_pages"]) if pages is not None
+                and flow in pages.index else 0,
+                "page_size": _opt(row.page_size),
+                "compression": _opt(row.compression),
+                "holes": int(row.holes),
+                "hole_bytes": int(row.hole_bytes),
+                "first_time": _opt(row.first_time),
+                "last_time": _opt(row.last_time),
+            })
+        return out
+
+    def summary(self) -> dict:
+        """The capture as one JSON-able dict (``mfdscope summary --json``)."""
+        sev = self.expert["severity"].value_counts().to_dict() if len(self.expert) else {}
+        return {
+            "capture": self.path,
+            "format": self.format,
+            "channels": self.channels(),
+            "expert": {k: int(sev.get(k, 0)) for k in ("error", "warn", "note")},
+            **self.stats,
+        }
+
+    def summary_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.summary(), indent=indent)
+
+    def __repr__(self) -> str:
+        mf = self.multifd
+        return (f"<mfdscope.Capture {os.path.basename(self.path)}: {len(self.connections)} "
+                f"connections ({len(mf)} multifd), {len(self.packets)} records, "
+                f"{len(self.expert)} expert items>")
+
+    def _repr_html_(self) -> str:
+        head = f"<p><b>{self.path}</b> ({self.format}): {len(self.packets)} multifd records, " \
+               f"{len(self.expert)} expert items</p>"
+        cols = ["flow", "role", "channel_id", "src", "dst", "bytes", "records", "holes",
+                "first_time", "last_time"]
+        return head + self.connections[cols].to_html(index=False)
+
+
+def _opt(v):
+    if v is None or v is pd.NA:
+        return None
+    try:
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return v.item() if hasattr(v, "item") else v
+
+
+def open(path: str | os.PathLike, *, page_size: int | None = None,  # noqa: A001
+         decompress: bool = False) -> Capture:
+    """Read, reassemble and dissect a pcap or pcapng file.
+
+    Raises `CaptureError` (with a one-line reason) when the file cannot be read as a
+    capture; problems inside a readable capture become rows of ``expert``.
+    """
+    path = os.fspath(path)
+    cap = open_capture(path)
+    try:
+        dis = Dissector(page_size=page_size, decompress=decompress)
+        reasm = Reassembler(dis)
+        for batch in cap.batches():
+            reasm.add_batch(batch.buf, batch)
+        reasm.finish()
+        warnings = list(cap.warnings) + list(getattr(reasm, "warnings", []))
+        return _build(path, cap.format, dis, reasm, warnings)
+    finally:
+        close = getattr(cap, "close", None)
+        if close:
+            close()
+
+
+def _build(path: str, fmt: str, dis: Dissector, reasm, warnings: list[str]) -> Capture:
+    conn_rows = []
+    for conn, flow in sorted(dis.flows.items(), key=lambda kv: kv[1]):
+        c2s, s2c = conn.c2s, conn.s2c
+        st = dis.states.get(c2s)
+        role = st.role.value if st is not None and st.role is not None else "unknown"
+        parser = st.parser if st is not None else None
+        comp = None
+        if parser is not None and parser.compression is not None:
+            comp = wire.Compression(parser.compression).label \
+                if parser.compression in wire.Compression._value2member_map_ \
+                else f"0x{parser.compression:x}"
+        uuid = str(uuidlib.UUID(bytes=st.uuid)) if st is not None and st.uuid else None
+        times = [t for t in (c2s.first_time, s2c.first_time) if t is not None]
+        ltimes = [t for t in (c2s.last_time, s2c.last_time) if t is not None]
+        conn_rows.append((
+            flow, role, st.channel_id if st else None, uuid, c2s.src, c2s.dst,
+            c2s.bytes, s2c.bytes, c2s.wire_bytes, c2s.segments,
+            st.records if st else 0,
+            parser.page_size if parser is not None else None, comp,
+            min(times) if times else None, max(ltimes) if ltimes else None,
+            c2s.holes, c2s.hole_bytes, c2s.retransmitted_bytes, c2s.out_of_order_segments,
+            bool(c2s.syn_seen or s2c.syn_seen), dis.ends.get(c2s, "eof"),
+        ))
+    expert_rows = [("warn", "capture", None, None, None, w) for w in warnings]
+    expert_rows += dis.expert_rows
+    for conn, flow in dis.flows.items():
+        for s in (conn.c2s,):
+            if s.holes:
+                expert_rows.append(("warn", "hole", flow, None, s.last_time,
+                                    f"{s.holes} gap(s), {s.hole_bytes} bytes missing from the "
+                                    f"capture ({s.src} -> {s.dst})"))
+    connections = frames.build(frames.CONNECTION_COLUMNS, conn_rows)
+    packets = frames.build(frames.PACKET_COLUMNS, dis.packet_rows)
+    if len(packets):
+        packets = packets.sort_values(["t_start", "flow", "stream_offset"], kind="stable") \
+            .reset_index(drop=True)
+    expert = frames.build(frames.EXPERT_COLUMNS, expert_rows)
+    stats = {k: v for k, v in getattr(reasm, "stats", {}).items()} if hasattr(reasm, "stats") else {}
+    return Capture(path, fmt, connections, packets, expert, stats)
+
+
+__all__ = ["Capture", "CaptureError", "open"]

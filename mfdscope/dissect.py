@@ -1,0 +1,229 @@
+"""Reassembled TCP streams in, multifd records out: the driver around the parser.
+
+`Dissector` is the sink of `capture.tcp.Reassembler`: it classifies each
+client-to-server stream by its first bytes (spec 1.4) and drives one sans-IO
+`ChannelParser` per multifd stream.  Page data is skipped span by span: the parser
+says how many bytes it will not look at and the driver jumps over whole TCP
+segments with a bisection, so Python runs per record, not per segment.
+"""
+from __future__ import annotations
+
+from bisect import bisect_right
+
+from . import wire
+from .events import DeviceStatePacket, Expert, InitPacket, RamPacket
+from .parse import ChannelParser
+
+#: bytes needed to tell an initial packet from a packet header on a stream whose
+#: handshake was not captured
+_PREFIX_LEN = wire.INIT.size
+
+
+class StreamState:
+    """What the dissector knows of one client-to-server stream."""
+
+    __slots__ = ("stream", "role", "parser", "prefix", "prefix_start", "channel_id", "uuid", "records",
+                 "counts", "normal_pages", "zero_pages", "resyncs")
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.role: wire.Role | None = None
+        self.parser: ChannelParser | None = None
+        self.prefix = bytearray()  # first bytes, kept until the role is known
+        self.prefix_start = 0
+        self.channel_id: int | None = None
+        self.uuid: bytes | None = None
+        self.records = 0
+        self.counts = {"init": 0, "ram": 0, "sync": 0, "device_state": 0}
+        self.normal_pages = 0
+        self.zero_pages = 0
+        self.resyncs = 0
+
+
+class Dissector:
+    """Reassembler sink that turns multifd streams into records.
+
+    ``on_record(state, event)`` and ``on_expert(state, event)`` are called for every
+    event; the default collects rows for the DataFrames (`mfdscope.frames`).
+    """
+
+    def __init__(self, page_size: int | None = None, decompress: bool = False):
+        self.page_size = page_size
+        self.decompress = decompress
+        self.states: dict = {}
+        self.flows: dict = {}  # Connection -> flow number, in order of appearance
+        self.ends: dict = {}  # Stream -> how it ended
+        self.packet_rows: list[tuple] = []
+        self.expert_rows: list[tuple] = []
+
+    # ------------------------------------------------------------------ sink API
+    def on_stream(self, stream) -> None:
+        self.flows.setdefault(stream.conn, len(self.flows))
+        if stream.direction == "c2s":
+            self.states[stream] = StreamState(stream)
+
+    def on_spans(self, stream, buf, spans) -> None:
+        st = self.states.get(stream)
+        if st is None or len(spans) == 0:
+            return
+        if st.role is None:
+            spans = self._classify(st, buf, spans)
+            if spans is None:
+                return
+        if st.parser is not None:
+            self._drive(st, buf, spans)
+
+    def on_hole(self, stream, stream_off, length, time, reason) -> None:
+        st = self.states.get(stream)
+        if st is None:
+            return
+        if st.role is None:
+            # the first bytes are gone: decide on what we have
+            self._decide(st, float(time), hole=True)
+        if st.parser is not None:
+            self._handle(st, st.parser.feed_hole(int(length), float(time)))
+
+    def on_end(self, stream, time, how) -> None:
+        self.ends[stream] = how
+        st = self.states.get(stream)
+        if st is None:
+            return
+        if st.role is None:
+            self._decide(st, float(time))
+        if st.parser is not None:
+            self._handle(st, st.parser.end(float(time)))
+
+    # ------------------------------------------------------------------ classification
+    def _classify(self, st: StreamState, buf, spans):
+        """Collect the stream's first bytes; return the spans still to parse, or None."""
+        if not st.prefix:
+            st.prefix_start = int(spans["stream_off"][0])
+        need = _PREFIX_LEN - len(st.prefix)
+        for i in range(len(spans)):
+            off, length = int(spans["buf_off"][i]), int(spans["length"][i])
+            take = min(need, length)
+            st.prefix += buf[off:off + take]
+            need -= take
+            if need == 0:
+                break
+        else:
+            return None  # fewer bytes than needed so far: wait for more
+        self._decide(st, float(spans["time"][i]))
+        if st.parser is None:
+            return None
+        # the parser has been fed the prefix; trim it off the remaining spans
+        rest = spans[i:].copy()
+        cut = st.prefix_start + _PREFIX_LEN - int(rest["stream_off"][0])
+        rest["buf_off"][0] += cut
+        rest["stream_off"][0] += cut
+        rest["length"][0] -= cut
+        if rest["length"][0] == 0:
+            rest = rest[1:]
+        return rest if len(rest) else None
+
+    def _decide(self, st: StreamState, t: float, hole: bool = False) -> None:
+        """Pick the role from the prefix and start a parser for multifd streams."""
+        prefix = bytes(st.prefix)
+        role = wire.classify_prefix(prefix) or wire.Role.UNKNOWN
+        start = None
+        if role == wire.Role.MULTIFD:
+            start = "init" if st.stream.syn_seen or _looks_like_init(prefix) else "resync"
+        elif role == wire.Role.UNKNOWN and not st.stream.syn_seen and prefix:
+            start = "resync"  # a capture that began mid-stream: look for headers
+        st.role = role
+        if start is not None:
+            st.parser = ChannelParser(self.page_size, decompress=self.decompress, start=start)
+            if prefix:
+                self._handle(st, st.parser.feed(prefix, t))
+        st.prefix = bytearray()
+
+    # ------------------------------------------------------------------ parsing
+    def _drive(self, st: StreamState, buf, spans) -> None:
+        parser = st.parser
+        stream_off = spans["stream_off"].tolist()
+        buf_off = spans["buf_off"].tolist()
+        length = spans["length"].tolist()
+        times = spans["time"].tolist()
+        n = len(length)
+        ends = None
+        i, inner = 0, 0  # current span and position inside it
+        while i < n:
+            skip = parser.skippable
+            if skip:
+                avail = length[i] - inner
+                if skip < avail:
+                    self._handle(st, parser.skip(skip, times[i]))
+                    inner += skip
+                    continue
+                if ends is None:
+                    ends = [a + b for a, b in zip(stream_off, length)]
+                target = stream_off[i] + inner + skip  # first byte after the skipped run
+                last = bisect_right(ends, target - 1)  # span holding the last skipped byte
+                if last >= n:
+                    remaining = ends[-1] - (stream_off[i] + inner)
+                    self._handle(st, parser.skip(remaining, times[-1]))
+                    return
+                self._handle(st, parser.skip(skip, times[last]))
+                i, inner = last, target - stream_off[last]
+                if inner >= length[i]:
+                    i, inner = i + 1, 0
+                continue
+            start = buf_off[i] + inner
+            self._handle(st, parser.feed(buf[start:buf_off[i] + length[i]], times[i]))
+            i, inner = i + 1, 0
+
+    def _handle(self, st: StreamState, events: list) -> None:
+        for ev in events:
+            if isinstance(ev, Expert):
+                self.expert_rows.append((ev.severity, ev.group, self.flows[st.stream.conn],
+                                         ev.offset, ev.t, ev.message))
+                continue
+            kind = ev.kind
+            if kind == "init":
+                st.channel_id = ev.channel_id
+                st.uuid = ev.uuid
+            elif kind == "resync":
+                st.resyncs += 1
+                if st.role == wire.Role.UNKNOWN:
+                    st.role = wire.Role.MULTIFD
+                continue
+            elif kind == "hole":
+                continue
+            st.records += 1
+            st.counts[kind] += 1
+            self.packet_rows.append(_packet_row(self.flows[st.stream.conn], st, ev))
+            if kind in ("ram", "sync"):
+                st.normal_pages += ev.normal_pages
+                st.zero_pages += ev.zero_pages
+
+
+def _looks_like_init(prefix: bytes) -> bool:
+    """An initial packet has zero reserved bytes where a header has counters."""
+    return (len(prefix) >= _PREFIX_LEN and prefix[:8] == wire.HEADER_PREFIX
+            and not any(prefix[25:_PREFIX_LEN]))
+
+
+def _packet_row(st: StreamState, ev) -> tuple:
+    flow = self.flows[st.stream.conn]
+    channel = st.channel_id
+    if isinstance(ev, InitPacket):
+        return (flow, channel, "init", ev.offset, ev.t_start, ev.t_end, ev.wire_len,
+                None, None, None, None, None, None, None, None, None, None, None, None,
+                None, None, None, None, None)
+    if isinstance(ev, RamPacket):
+        comp = wire.compression_of(ev.flags)
+        comp_label = _COMPRESSION_LABELS.get(comp, f"0x{comp:x}") if ev.normal_pages or comp \
+            else "none"
+        return (flow, channel, ev.kind, ev.offset, ev.t_start, ev.t_end, ev.wire_len,
+                ev.flags, wire.flag_names(ev.flags), comp_label, ev.packet_num,
+                ev.pages_alloc, ev.normal_pages, ev.zero_pages, ev.next_packet_size,
+                ev.payload_len, ev.ramblock, None, None, None, None, None,
+                ev.missing_bytes, ev.decompressed_len)
+    assert isinstance(ev, DeviceStatePacket)
+    return (flow, channel, "device_state", ev.offset, ev.t_start, ev.t_end, ev.wire_len,
+            ev.flags, wire.flag_names(ev.flags), "none", None, None, None, None,
+            ev.next_packet_size, ev.next_packet_size, None, ev.idstr, ev.instance_id,
+            ev.vfio_version, ev.vfio_idx, ev.vfio_flags, ev.missing_bytes, None)
+
+
+_COMPRESSION_LABELS = {c.value: c.label for c in wire.Compression}

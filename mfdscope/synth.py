@@ -1,0 +1,163 @@
+"""Synthetic multifd byte streams with their ground truth, for tests and benchmarks.
+
+This is not the reference sender (that one speaks over real sockets, with threads,
+as QEMU does): it lays out deterministic channel streams as fast as possible so
+tests can build small captures with known contents and benchmarks can build
+gigabyte ones.  Records come from `wire`'s builders, like everywhere else.
+"""
+from __future__ import annotations
+
+import random
+import zlib
+from dataclasses import dataclass, field
+
+from . import wire
+
+
+@dataclass
+class SynthConfig:
+    channels: int = 4
+    page_size: int = wire.DEFAULT_PAGE_SIZE
+    ram_pages: int = 4096  # pages of guest RAM in the one RAM block
+    zero_share: float = 0.25  # share of zero pages
+    compression: str = "none"  # none, zlib, zstd
+    profile: str = "10.0"  # 7.2, 9.2 or 10.0
+    rounds: int = 1  # dirty-scan rounds (each ends with a SYNC on every channel)
+    devices: tuple[tuple[str, int, int, int], ...] = ()  # (idstr, instance, buffers, size)
+    seed: int = 0
+    ramblock: str = "pc.ram"
+    uuid: bytes = bytes(16)
+    #: reuse one random page for every non-zero page (gigabyte benchmarks)
+    fast_pages: bool = False
+
+
+@dataclass
+class Truth:
+    """What each channel carried, record by record."""
+
+    records: list[list[dict]] = field(default_factory=list)  # per channel
+    bytes: list[int] = field(default_factory=list)  # per channel
+
+
+def generate(cfg: SynthConfig):
+    """Yield ``(channel, data)`` in send order; ``channel`` -1 is the main channel.
+
+    The generator returns the `Truth` (``StopIteration.value``; see `build`).
+    """
+    prof = wire.profile(cfg.profile)
+    rng = random.Random(cfg.seed)
+    count = wire.page_count(cfg.page_size)
+    comp = wire.Compression.from_label(cfg.compression)
+    truth = Truth([[] for _ in range(cfg.channels)], [0] * cfg.channels)
+    compressors = [_compressor(comp) for _ in range(cfg.channels)]
+    packet_num = 0
+    block = cfg.ramblock.encode()
+    fixed_page = rng.randbytes(cfg.page_size)
+
+    def emit(ch: int, kind: str, data: bytes, **info):
+        info.update(kind=kind, offset=truth.bytes[ch], wire_len=len(data))
+        truth.records[ch].append(info)
+        truth.bytes[ch] += len(data)
+        return ch, data
+
+    yield -1, wire.QEVM_HEADER.pack(magic=wire.QEMU_VM_FILE_MAGIC,
+                                    version=wire.QEMU_VM_FILE_VERSION)
+    for ch in range(cfg.channels):
+        yield emit(ch, "init", wire.pack_init(ch, cfg.uuid), channel_id=ch)
+
+    def sync_round():
+        nonlocal packet_num
+        for ch in range(cfg.channels):
+            alloc = 0 if prof.sync_pages_alloc_zero else count
+            data = wire.pack_ram(flags=wire.FLAG_SYNC, page_size=cfg.page_size,
+                                 packet_num=packet_num, pages_alloc=alloc, next_packet_size=0)
+            yield emit(ch, "sync", data, packet_num=packet_num, normal_pages=0, zero_pages=0)
+            packet_num += 1
+        yield -1, b"\0\0\0\0\0\0\x02\0"  # RAM_SAVE_FLAG_MULTIFD_FLUSH stand-in
+
+    yield from sync_round()
+    zero_map = [rng.random() < cfg.zero_share for _ in range(cfg.ram_pages)]
+    channel = 0
+    for _ in range(cfg.rounds):
+        for first in range(0, cfg.ram_pages, count):
+            idx = range(first, min(first + count, cfg.ram_pages))
+            normal = [i for i in idx if not zero_map[i]]
+            zero = [i for i in idx if zero_map[i]] if prof.zero_pages else []
+            if not normal and not zero:
+                continue
+            pages = [fixed_page if cfg.fast_pages else _page(cfg.seed, i, cfg.page_size)
+                     for i in normal]
+            raw = b"".join(pages)
+            ch = channel
+            channel = (channel + 1) % cfg.channels
+            if comp == wire.Compression.NONE:
+                payload, flags = raw, 0
+            else:
+                payload, flags = compressors[ch](raw), int(comp)
+            offsets = [i * cfg.page_size for i in normal + zero]
+            hdr = wire.pack_ram(flags=flags, page_size=cfg.page_size, packet_num=packet_num,
+                                ramblock=block, offsets=offsets, normal_pages=len(normal),
+                                zero_pages=len(zero), next_packet_size=len(payload))
+            yield emit(ch, "ram", hdr + payload, packet_num=packet_num,
+                       normal_pages=len(normal), zero_pages=len(zero), payload_len=len(payload))
+            packet_num += 1
+        yield from sync_round()
+    if cfg.devices and prof.device_state:
+        # device buffers interleave device by device, round robin over channels
+        queues = [[(idstr, inst, idx, nbuf, size) for idx in range(nbuf + 1)]
+                  for idstr, inst, nbuf, size in cfg.devices]
+        while any(queues):
+            for q in queues:
+                if not q:
+                    continue
+                idstr, inst, idx, nbuf, size = q.pop(0)
+                is_config = idx == nbuf
+                body = (wire.pack_vfio_buffer(idx, wire.VFIO_DEVICE_STATE_CONFIG_STATE,
+                                              _config_blob(rng)) if is_config
+                        else wire.pack_vfio_buffer(idx, 0, rng.randbytes(size)))
+                hdr = wire.pack_device_state(idstr=idstr.encode(), instance_id=inst,
+                                             next_packet_size=len(body))
+                ch = channel
+                channel = (channel + 1) % cfg.channels
+                yield emit(ch, "device_state", hdr + body, idstr=idstr, instance_id=inst,
+                           vfio_idx=idx, vfio_flags=int(is_config),
+                           next_packet_size=len(body))
+    yield -1, b"\0"  # QEMU_VM_EOF
+    return truth
+
+
+def build(cfg: SynthConfig) -> tuple[bytes, list[bytes], Truth]:
+    """The main stream, each channel's stream, and the truth, all in memory."""
+    main = bytearray()
+    chans = [bytearray() for _ in range(cfg.channels)]
+    gen = generate(cfg)
+    while True:
+        try:
+            ch, data = next(gen)
+        except StopIteration as stop:
+            truth = stop.value
+            break
+        (main if ch < 0 else chans[ch]).extend(data)
+    return bytes(main), [bytes(c) for c in chans], truth
+
+
+def _page(seed: int, index: int, page_size: int) -> bytes:
+    return random.Random(seed * 1_000_003 + index).randbytes(page_size)
+
+
+def _config_blob(rng: random.Random) -> bytes:
+    return (wire.OFFSET.pack(wire.VFIO_MIG_FLAG_DEV_CONFIG_STATE) + rng.randbytes(64)
+            + wire.OFFSET.pack(wire.VFIO_MIG_FLAG_END_OF_STATE))
+
+
+def _compressor(comp: int):
+    """One persistent compressor per channel, sync-flushed per packet (spec 4.4)."""
+    if comp == wire.Compression.ZLIB:
+        obj = zlib.compressobj(1)
+        return lambda raw: obj.compress(raw) + obj.flush(zlib.Z_SYNC_FLUSH)
+    if comp == wire.Compression.ZSTD:
+        import zstandard
+
+        zobj = zstandard.ZstdCompressor(level=1).compressobj()
+        return lambda raw: zobj.compress(raw) + zobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+    return None
