@@ -202,6 +202,7 @@ QEVM_HEADER = Layout("QEMUFile header", [
     Field("magic", "I", "QEMU_VM_FILE_MAGIC 'QEVM'"),
     Field("version", "I", "QEMU_VM_FILE_VERSION 3"),
 ])
+assert QEVM_HEADER.size == 8
 
 
 class VMSection(enum.IntEnum):
@@ -255,7 +256,15 @@ RAM_SAVE_FLAG_MASK = 0x3FF  # "we can't use any flag that is bigger than 0x200"
 
 # --------------------------------------------------------------------------- 3.4
 VFIO_DEVICE_STATE_PACKET_VER_CURRENT = 0
-VFIO_DEVICE_STATE_CONFIG_STATE = 1
+
+
+class VFIOBufferFlag(enum.IntFlag):
+    """Bits of the VFIO device-state buffer header's ``flags``."""
+
+    CONFIG_STATE = 1
+
+
+VFIO_DEVICE_STATE_CONFIG_STATE = int(VFIOBufferFlag.CONFIG_STATE)
 VFIO_MIG_DEFAULT_DATA_BUFFER_SIZE = 1024 * 1024
 VFIO_MIG_FLAG_END_OF_STATE = 0xFFFFFFFFEF100001
 VFIO_MIG_FLAG_DEV_CONFIG_STATE = 0xFFFFFFFFEF100002
@@ -387,6 +396,8 @@ def pack_ram(*, flags: int, page_size: int, packet_num: int, ramblock: bytes = b
 
 def pack_device_state(*, idstr: bytes, instance_id: int, next_packet_size: int,
                       flags: int = FLAG_DEVICE_STATE) -> bytes:
+    """A device-state packet header; ``idstr`` is cut to 255 bytes so it stays
+    NUL-terminated, as QEMU's ``pstrcpy`` does (craft a raw field to test that check)."""
     return DEVICE_STATE.pack(magic=MULTIFD_MAGIC, version=MULTIFD_VERSION, flags=flags,
                              idstr=idstr[: IDSTR_LEN - 1], instance_id=instance_id,
                              next_packet_size=next_packet_size)
