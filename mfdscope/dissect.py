@@ -203,8 +203,7 @@ def _looks_like_init(prefix: bytes) -> bool:
             and not any(prefix[25:_PREFIX_LEN]))
 
 
-def _packet_row(st: StreamState, ev) -> tuple:
-    flow = self.flows[st.stream.conn]
+def _packet_row(flow: int, st: StreamState, ev) -> tuple:
     channel = st.channel_id
     if isinstance(ev, InitPacket):
         return (flow, channel, "init", ev.offset, ev.t_start, ev.t_end, ev.wire_len,

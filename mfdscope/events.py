@@ -47,7 +47,8 @@ class RamPacket(Record):
     missing_bytes: int = 0
     #: decompressed size when decompression was requested, else None
     decompressed_len: int | None = None
-    #: page data (decompressed) when the parser was asked to keep payloads
+    #: page data (decompressed) when the parser was asked to keep payloads; None when
+    #: bytes are missing or the pages could not be decoded (never raw compressed bytes)
     payload: bytes | None = field(default=None, repr=False)
 
     @property
@@ -67,7 +68,8 @@ class DeviceStatePacket(Record):
     vfio_idx: int | None
     vfio_flags: int | None
     missing_bytes: int = 0
-    #: the device-state buffer when the parser was asked to keep payloads
+    #: the device-state buffer when the parser was asked to keep payloads; None when
+    #: bytes of it are missing
     payload: bytes | None = field(default=None, repr=False)
 
     kind = "device_state"

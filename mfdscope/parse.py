@@ -25,8 +25,11 @@ _DS_FIXED = wire.DEVICE_STATE.size
 _VFIO = wire.VFIO_BUFFER.size
 _PREFIX = wire.HEADER_PREFIX
 _INIT_PREFIX = wire.MULTIFD_MAGIC_BYTES
-#: page sizes tried, most common first, when a 9.2+ SYNC (pages_alloc 0) comes first
-_DETECT_ORDER = (4096, 16384, 65536, 8192, 2048, 1024)
+#: page sizes tried when a 9.2+ SYNC (pages_alloc 0) comes first: shortest packet_len
+#: first.  A later header can sit exactly where a longer candidate packet would end
+#: (e.g. a 64 KiB-page SYNC followed by a device-state packet ending at 64 + 1344),
+#: but never inside a shorter candidate: a 9.2+ SYNC's offset table is all zeros.
+_DETECT_ORDER = tuple(sorted(wire.SUPPORTED_PAGE_SIZES, key=wire.packet_len))
 _MAX_PACKET_LEN = max(wire.packet_len(p) for p in wire.SUPPORTED_PAGE_SIZES)
 _VALID_PAGE_COUNTS = {wire.page_count(p): p for p in wire.SUPPORTED_PAGE_SIZES}
 #: decompressed bytes produced per input piece are bounded by feeding small pieces
@@ -35,6 +38,10 @@ _DECOMP_PIECE = 1024
 
 class ParserError(Exception):
     """Raised only for API misuse (e.g. skipping more than is skippable)."""
+
+
+class _DecodeError(Exception):
+    """The compressed data is corrupt (message in QEMU's words, spec 5.6)."""
 
 
 class _Decoder:
@@ -51,17 +58,28 @@ class _Decoder:
             self._obj = zstandard.ZstdDecompressor().decompressobj()
 
     def decompress(self, data, budget: int) -> bytes | None:
-        """Output for ``data``; None once more than ``budget`` bytes would come out."""
+        """Output for ``data``; None once more than ``budget`` bytes would come out.
+
+        Raises `_DecodeError` for corrupt input: zlib and zstandard raise their own
+        exceptions on it, and corrupt input must become an expert item, not a crash.
+        """
         out = []
         produced = 0
         for i in range(0, len(data), _DECOMP_PIECE):
             piece = bytes(data[i:i + _DECOMP_PIECE])
             if self.method == wire.Compression.ZLIB:
-                chunk = self._obj.decompress(piece, budget - produced + 1)
+                try:
+                    chunk = self._obj.decompress(piece, budget - produced + 1)
+                except zlib.error as e:
+                    raise _DecodeError(f"inflate returned an error instead of Z_OK ({e})") \
+                        from None
                 if self._obj.unconsumed_tail:
                     return None
             else:
-                chunk = self._obj.decompress(piece)
+                try:
+                    chunk = self._obj.decompress(piece)
+                except Exception as e:  # zstandard.ZstdError; zstandard is imported lazily
+                    raise _DecodeError(f"decompressStream returned {e}") from None
             produced += len(chunk)
             if produced > budget:
                 return None
@@ -100,6 +118,8 @@ class ChannelParser:
         self._resync_started: int | None = None
         self._validating = False  # header found by resync: reject rather than report
         self._detecting = False
+        #: while detecting: (len(_rec) after each piece, capture time of that piece)
+        self._rec_times: list[tuple[int, float]] = []
         self._pending = None  # header event waiting for its payload
         self._remaining = 0
         self._missing = 0
@@ -153,6 +173,8 @@ class ChannelParser:
         """``n`` bytes of the stream are missing here (not captured)."""
         if n <= 0:
             return []
+        if self._state == _COLLECT and self._detecting:
+            self._detect_now(t)  # the record read ahead may be complete already
         start = self._off
         resync = True
         if self._state == _PAYLOAD:
@@ -171,10 +193,13 @@ class ChannelParser:
                 self._finish_payload(t)
             resync = n > 0
         if n > 0:
-            if self._state == _COLLECT and (self._rec or self._init):
+            # framing is lost from here on: the partial record's first byte, if any
+            lost_from = self._off
+            if self._state == _COLLECT and self._rec:
+                lost_from = self._rec_off
+            if self._state == _COLLECT and (self._rec or self._init) and not self._validating:
                 what = "initial packet" if self._init else "packet header"
-                self._expert(self._rec_off if self._rec else self._off, t, "warn",
-                             f"{what} lost in a capture hole", "hole")
+                self._expert(lost_from, t, "warn", f"{what} lost in a capture hole", "hole")
             self._init = False
             self._rec.clear()
             self._detecting = False
@@ -183,14 +208,20 @@ class ChannelParser:
             self._off += n
             self._scan_off = self._off
             if self._resync_started is None:
-                self._resync_started = start
+                # from the partial record on, so that Resync.skipped accounts for
+                # every byte that no record covers
+                self._resync_started = lost_from
         self._events.append(Hole(start, self._off - start, t, resync))
         return self._take()
 
     def end(self, t: float) -> list:
         """The stream ended (FIN, RST or end of capture)."""
         if self._state == _COLLECT and self._detecting:
-            self._detect_at_end(t)
+            self._detect_now(t)
+        if self._state == _COLLECT and self._validating:
+            # a header candidate cut by the end is unparsed tail, not a truncated packet
+            self._rec.clear()
+            self._state = _RESYNC
         if self._state == _PAYLOAD:
             lost = self._remaining
             self._missing += lost
@@ -237,8 +268,11 @@ class ChannelParser:
         # Handlers that must look at bytes again (a rejected candidate header, bytes
         # read ahead for page-size detection) push them back instead of recursing, so
         # hostile input cannot exhaust the stack.
-        queue = deque(((mv, t),))
         pushed = self._pushed
+        # bytes pushed back outside this loop (end(), feed_hole()) come first
+        queue = deque(pushed)
+        queue.append((mv, t))
+        pushed.clear()
         while queue:
             mv, t = queue.popleft()
             pos, n = 0, len(mv)
@@ -251,6 +285,8 @@ class ChannelParser:
                     self._rec += mv[pos:pos + take]
                     pos += take
                     self._off += take
+                    if self._detecting:
+                        self._rec_times.append((len(self._rec), t))
                     if len(self._rec) >= self._want:
                         self._collected(t)
                 elif state == _PAYLOAD:
@@ -259,11 +295,14 @@ class ChannelParser:
                     if vneed:
                         take = min(take, vneed)
                         self._vfio += mv[pos:pos + take]
-                    if self._payload is not None:
-                        self._payload += mv[pos:pos + take]
-                    elif self._decoder is not None and not self._decoder.broken \
+                    # Decoding goes first: with keep_payload, _decode() creates
+                    # _payload for the decoded pages, and the next piece must be
+                    # decoded too, not appended raw.
+                    if self._decoder is not None and not self._decoder.broken \
                             and self._expected_out:
                         self._decode(mv[pos:pos + take], t)
+                    elif self._payload is not None:
+                        self._payload += mv[pos:pos + take]
                     pos += take
                     self._off += take
                     self._remaining -= take
@@ -285,8 +324,13 @@ class ChannelParser:
                     break
 
     def _push_back(self, data: bytes, offset: int, t: float) -> None:
-        """Bytes from ``offset`` on are to be consumed again, before anything newer."""
-        self._off = offset
+        """Bytes from ``offset`` on are to be consumed again, before anything newer.
+
+        Several pushes in one step queue up in order; the stream offset is then the
+        one of the first (e.g. a rejected read-ahead record, then the bytes after it).
+        """
+        if not self._pushed:
+            self._off = offset
         if data:
             self._pushed.append((memoryview(data), t))
 
@@ -439,6 +483,8 @@ class ChannelParser:
                 if self._validating and alloc != 0:
                     return self._reject(t)
                 self._detecting = True
+                # first byte and byte _RAM_FIXED - 1 times; later pieces are appended
+                self._rec_times = [(1, self._rec_t), (len(rec), t)]
                 self._want = _MAX_PACKET_LEN + len(_PREFIX)
                 return
             else:
@@ -455,11 +501,19 @@ class ChannelParser:
                 self._want = plen
                 return
             if len(rec) > plen:  # detection read ahead: hand the extra bytes back
-                extra = bytes(rec[plen:])
+                # The packet ended, and the bytes after it arrived, at the times of
+                # the pieces that carried them, not at the time of the last piece.
+                extra = self._read_ahead(plen)
+                t_end = next(tt for n, tt in self._rec_times if n >= plen)
+                start = self._rec_off + plen
                 del rec[plen:]
                 self._detecting = False
-                self._on_ram(t)
-                self._push_back(extra, self._rec_off + plen, t)
+                self._on_ram(t_end)
+                # If _on_ram rejected the packet, its bytes were pushed back first and
+                # the stream offset is theirs; the read-ahead bytes queue up after them.
+                self._push_back(b"", start, t)
+                for data, tt in extra:
+                    self._pushed.append((memoryview(data), tt))
                 return
         self._detecting = False
         count = wire.page_count(self.page_size)
@@ -519,7 +573,9 @@ class ChannelParser:
             if not self._decoder.broken:
                 self._expected_out = normal * self.page_size
                 self._decoded = 0
-        keep = self.keep_payload and payload and not self._expected_out
+        # raw bytes are kept for nocomp only: ``payload`` is page data, and compressed
+        # bytes of a channel whose decoder broke (or of qpl/uadk/qatzip) are not pages
+        keep = self.keep_payload and payload and comp == wire.Compression.NONE
         self._start_payload(payload, keep=bool(keep), t=t)
 
     def _check_flags(self, flags: int, off: int, t: float) -> None:
@@ -538,26 +594,57 @@ class ChannelParser:
                 return page
         return None
 
-    def _detect_at_end(self, t: float) -> None:
+    def _read_ahead(self, start: int) -> list:
+        """``_rec[start:]`` cut into the pieces it arrived in, with their capture times."""
+        out, prev = [], 0
+        for end, t in self._rec_times:
+            lo, hi = max(prev, start), min(end, len(self._rec))
+            if hi > lo:
+                out.append((bytes(self._rec[lo:hi]), t))
+            prev = max(prev, end)
+        return out
+
+    def _detect_now(self, t: float) -> None:
+        """No byte follows the read-ahead (end of stream, or a capture hole): decide the
+        page size from the bytes read so far, then parse them again with it.
+
+        Re-parsing goes through `_process`, so a rejected candidate and the bytes after
+        the packet are handled exactly as in the streaming case (a hole right after a
+        complete SYNC used to throw the SYNC away)."""
         rec = self._rec
         f = wire.RAM.unpack_from(rec)
-        for page in _DETECT_ORDER:
-            if len(rec) == wire.packet_len(page) + wire.ram_payload_len(
-                    f["flags"], f["normal_pages"], f["next_packet_size"], page):
-                self.page_size = page
+        page = None
+        for p in _DETECT_ORDER:
+            if len(rec) == wire.packet_len(p) + wire.ram_payload_len(
+                    f["flags"], f["normal_pages"], f["next_packet_size"], p):
+                page = p
                 break
         else:
             page = self._detect(rec, f["normal_pages"], f["flags"], f["next_packet_size"])
-            self.page_size = page or wire.DEFAULT_PAGE_SIZE
+        if page is None:  # the stream may stop a few bytes into the next header
+            for p in _DETECT_ORDER:
+                tail = bytes(rec[wire.packet_len(p) + wire.ram_payload_len(
+                    f["flags"], f["normal_pages"], f["next_packet_size"], p):])
+                if 0 < len(tail) < len(_PREFIX) and _PREFIX.startswith(tail):
+                    page = p
+                    break
         self._detecting = False
-        plen = wire.packet_len(self.page_size)
-        extra = bytes(rec[plen:])
-        del rec[plen:]
-        if len(rec) == plen:
-            self._on_ram(t)
-            if extra:
-                self._off = self._rec_off + plen
-                self._process(memoryview(extra), t)
+        if page is None:
+            if self._validating:
+                self._reject(t)
+                self._process(memoryview(b""), t)
+                return
+            page = wire.DEFAULT_PAGE_SIZE
+            self._expert(self._rec_off, t, "warn", "could not detect the page size from the "
+                         f"packet spacing; assuming {page}", "page_size")
+        self.page_size = page
+        pieces = self._read_ahead(0)
+        self._rec.clear()
+        self._want = _HDR
+        self._pending = None
+        self._off = self._rec_off
+        for data, tt in pieces:
+            self._process(memoryview(data), tt)
 
     # ------------------------------------------------------------------ payload
     def _start_payload(self, length: int, *, keep: bool, t: float) -> None:
@@ -572,9 +659,17 @@ class ChannelParser:
 
     def _decode(self, data, t: float) -> None:
         dec = self._decoder
-        out = dec.decompress(data, self._expected_out - self._decoded)
+        try:
+            out = dec.decompress(data, self._expected_out - self._decoded)
+        except _DecodeError as e:
+            dec.broken = True
+            self._payload = None  # what was decoded so far is not the packet's pages
+            self._expert(self._rec_off, t, "error", f"multifd {self.channel_id}: {e}",
+                         "decompress")
+            return
         if out is None:
             dec.broken = True
+            self._payload = None
             self._expert(self._rec_off, t, "error",
                          f"multifd {self.channel_id}: decompressed data exceeds the expected "
                          f"{self._expected_out} bytes", "decompress")
@@ -598,7 +693,9 @@ class ChannelParser:
                                  f"{self._decoded} size expected {self._expected_out}",
                                  "decompress")
             self._expected_out = 0
-        payload = bytes(self._payload) if self._payload is not None else None
+        # page data with a hole in it would be misaligned pages: deliver none
+        payload = bytes(self._payload) if self._payload is not None and not self._missing \
+            else None
         self._payload = None
         if p["ds"]:
             v = self._vfio
