@@ -24,6 +24,9 @@ class Capture:
     connections: pd.DataFrame
     packets: pd.DataFrame
     expert: pd.DataFrame
+    #: payload and frame bytes per flow per time bin (``bin_seconds``)
+    timeline: pd.DataFrame = field(default_factory=pd.DataFrame)
+    bin_seconds: float = 0.001
     stats: dict = field(default_factory=dict)
 
     # -------------------------------------------------------------- convenience
@@ -109,7 +112,7 @@ def _opt(v):
 
 
 def open(path: str | os.PathLike, *, page_size: int | None = None,  # noqa: A001
-         decompress: bool = False) -> Capture:
+         decompress: bool = False, bin_seconds: float = 0.001) -> Capture:
     """Read, reassemble and dissect a pcap or pcapng file.
 
     Raises `CaptureError` (with a one-line reason) when the file cannot be read as a
@@ -118,7 +121,7 @@ def open(path: str | os.PathLike, *, page_size: int | None = None,  # noqa: A001
     path = os.fspath(path)
     cap = open_capture(path)
     try:
-        dis = Dissector(page_size=page_size, decompress=decompress)
+        dis = Dissector(page_size=page_size, decompress=decompress, bin_seconds=bin_seconds)
         reasm = Reassembler(dis)
         for batch in cap.batches():
             reasm.add_batch(batch.buf, batch)
@@ -170,7 +173,9 @@ def _build(path: str, fmt: str, dis: Dissector, reasm, warnings: list[str]) -> C
             .reset_index(drop=True)
     expert = frames.build(frames.EXPERT_COLUMNS, expert_rows)
     stats = {k: v for k, v in getattr(reasm, "stats", {}).items()} if hasattr(reasm, "stats") else {}
-    return Capture(path, fmt, connections, packets, expert, stats)
+    timeline = frames.build(frames.TIMELINE_COLUMNS, dis.timeline.rows())
+    return Capture(path, fmt, connections, packets, expert, timeline,
+                   dis.timeline.bin_seconds, stats)
 
 
 __all__ = ["Capture", "CaptureError", "open"]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import pandas as pd
@@ -139,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     capture_args(s)
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_summary)
+
+    from .cli_analysis import add_subcommands as add_analysis
+    from .reference import add_subcommands as add_reference
+
+    add_analysis(sub, capture_args)
+    add_reference(sub)
     return p
 
 

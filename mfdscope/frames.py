@@ -71,6 +71,14 @@ CONNECTION_COLUMNS = (
     Column("end", "string", "tcp.end", "fin, rst or eof (capture ended first)"),
 )
 
+TIMELINE_COLUMNS = (
+    Column("flow", "Int64", "tcp.stream", "connection"),
+    Column("time", "float64", "frame.time", "start of the time bin (s)"),
+    Column("payload_bytes", "Int64", "tcp.len", "TCP payload bytes client to server in the bin (first transmissions)"),
+    Column("wire_bytes", "Int64", "frame.len", "frame bytes of those segments, TCP/IP headers included"),
+    Column("segments", "Int64", "tcp.segments", "segments in the bin"),
+)
+
 EXPERT_COLUMNS = (
     Column("severity", "string", "expert.severity", "error, warn or note"),
     Column("group", "string", "expert.group", "what kind of problem (header, length, hole, ...)"),

@@ -518,9 +518,13 @@ class ChannelParser:
         self._detecting = False
         count = wire.page_count(self.page_size)
         problems = []
-        if alloc not in (0, count):
+        # QEMU rejects only pages_alloc > page_count; smaller non-zero values never
+        # come from upstream senders but are legal
+        if alloc > count:
             problems.append(("error", f"multifd: received packet with {alloc} pages, expected {count}"))
-        limit = alloc if alloc else count
+        elif alloc not in (0, count):
+            problems.append(("note", f"pages_alloc {alloc} differs from page_count {count}"))
+        limit = min(alloc, count) if alloc else count
         if normal > limit:
             problems.append(("error", f"multifd: received packet with {normal} non-zero pages, "
                                       f"which exceeds maximum expected pages {limit}"))

@@ -316,57 +316,72 @@ class AccountingRule(str, enum.Enum):
 
 @dataclass(frozen=True)
 class VersionProfile:
-    """Behaviour of one range of QEMU versions that changes what the wire means."""
+    """Behaviour of one QEMU version that changes what the wire means (spec 4.5, 5, 6, 7).
+
+    ``name`` is the accounting range (``<=8.0``, ``8.1-9.2``, ``10.x``); the switches
+    are resolved for the exact version, since some rules change inside a range.
+    """
 
     name: str
-    versions: str
+    version: tuple[int, int]
     compression_mask: int
-    sync_pages_alloc_zero: bool  # 9.2+: SYNC packets carry no RAM fields
+    sync_pages_alloc_zero: bool  # 9.2+: packet buffer cleared, SYNC carries no RAM fields
     sync_may_carry_pages: bool  # <= 8.2: SYNC may piggy-back on a data packet
     zero_pages: bool  # 9.0+: zero_pages field and multifd zero-page detection
     device_state: bool  # 10.0+: MULTIFD_FLAG_DEVICE_STATE packets
     switchover_start: bool  # 10.0+: MIG_CMD_SWITCHOVER_START on main
     per_round_sync: bool  # 8.1+ default: SYNC + MULTIFD_FLUSH per dirty-scan round
-    final_flush: bool  # 8.1-9.0: extra SYNC + FLUSH in ram_save_complete
+    final_sync: bool  # 8.1-9.2: an extra SYNC round in ram_save_complete ...
+    final_flush: bool  # ... followed by MULTIFD_FLUSH only in 8.1-9.0
+    peek_classify: bool  # 8.0+: destination tells channels apart by their magic (1.4)
     accounting: AccountingRule
     counts_initial_packet: bool
 
+    @property
+    def versions(self) -> str:
+        return {"<=8.0": "4.0-8.0", "8.1-9.2": "8.1-9.2", "10.x": "10.0+"}[self.name]
 
-PROFILES = {
-    "<=8.0": VersionProfile(
-        name="<=8.0", versions="4.0-8.0", compression_mask=0x0E,
-        sync_pages_alloc_zero=False, sync_may_carry_pages=True, zero_pages=False,
-        device_state=False, switchover_start=False, per_round_sync=False, final_flush=False,
-        accounting=AccountingRule.ENQUEUE, counts_initial_packet=False),
-    "8.1-9.2": VersionProfile(
-        name="8.1-9.2", versions="8.1-9.2", compression_mask=0x3E,
-        sync_pages_alloc_zero=False, sync_may_carry_pages=False, zero_pages=True,
-        device_state=False, switchover_start=False, per_round_sync=True, final_flush=True,
-        accounting=AccountingRule.WRITTEN, counts_initial_packet=True),
-    "10.x": VersionProfile(
-        name="10.x", versions="10.0+", compression_mask=0x3E,
-        sync_pages_alloc_zero=True, sync_may_carry_pages=False, zero_pages=True,
-        device_state=True, switchover_start=True, per_round_sync=True, final_flush=False,
-        accounting=AccountingRule.WRITTEN, counts_initial_packet=True),
-}
-#: reference-sender profile names (issue 3) mapped to the behaviour ranges above
-PROFILE_ALIASES = {"7.2": "<=8.0", "8.0": "<=8.0", "9.2": "8.1-9.2", "10.0": "10.x", "10": "10.x"}
+
+#: the three accounting ranges, each with the version a range name stands for
+RANGES = {"<=8.0": "8.0", "8.1-9.2": "9.2", "10.x": "10.0"}
+#: versions the reference sender models (issue 3)
+REFERENCE_VERSIONS = ("7.2", "9.2", "10.0")
+
+
+def parse_version(name: str) -> tuple[int, int]:
+    """``"10.0"`` / ``"9.2.1"`` / a range name -> (major, minor)."""
+    text = RANGES.get(name, name)
+    try:
+        major, minor = (int(x) for x in text.split(".")[:2])
+    except ValueError:
+        raise ValueError(f"unknown QEMU version {name!r}; use e.g. 7.2, 9.2, 10.0") from None
+    return major, minor
 
 
 def profile(name: str) -> VersionProfile:
-    """Profile for a QEMU version ("7.2", "9.2", "10.0") or a range name."""
-    key = PROFILE_ALIASES.get(name, name)
-    if key in PROFILES:
-        return PROFILES[key]
-    try:
-        major, minor = (int(x) for x in name.split(".")[:2])
-    except ValueError:
-        raise ValueError(f"unknown QEMU version {name!r}; use e.g. 7.2, 9.2, 10.0") from None
-    if (major, minor) <= (8, 0):
-        return PROFILES["<=8.0"]
-    if (major, minor) <= (9, 2):
-        return PROFILES["8.1-9.2"]
-    return PROFILES["10.x"]
+    """Profile of a QEMU version ("7.2", "9.2", "10.0") or of a range name."""
+    v = parse_version(name)
+    legacy = v <= (8, 0)
+    per_round = v >= (8, 1)
+    return VersionProfile(
+        name="<=8.0" if legacy else "8.1-9.2" if v <= (9, 2) else "10.x",
+        version=v,
+        compression_mask=0x0E if v <= (9, 0) else 0x1E if v == (9, 1) else 0x3E,
+        sync_pages_alloc_zero=v >= (9, 2),
+        sync_may_carry_pages=v <= (8, 2),
+        zero_pages=v >= (9, 0),
+        device_state=v >= (10, 0),
+        switchover_start=v >= (10, 0),
+        per_round_sync=per_round,
+        final_sync=per_round and v <= (9, 2),
+        final_flush=per_round and v <= (9, 0),
+        peek_classify=v >= (8, 0),
+        accounting=AccountingRule.ENQUEUE if legacy else AccountingRule.WRITTEN,
+        counts_initial_packet=not legacy,
+    )
+
+
+PROFILES = {name: profile(name) for name in RANGES}
 
 
 # --------------------------------------------------------------------------- builders
