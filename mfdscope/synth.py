@@ -92,6 +92,8 @@ def generate(cfg: SynthConfig):
             channel = (channel + 1) % cfg.channels
             if comp == wire.Compression.NONE:
                 payload, flags = raw, 0
+            elif not normal:  # QEMU sets the method bit but runs no compressor
+                payload, flags = b"", int(comp)
             else:
                 payload, flags = compressors[ch](raw), int(comp)
             offsets = [i * cfg.page_size for i in normal + zero]
@@ -161,3 +163,55 @@ def _compressor(comp: int):
         zobj = zstandard.ZstdCompressor(level=1).compressobj()
         return lambda raw: zobj.compress(raw) + zobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
     return None
+
+
+def write_capture(fileobj, cfg: SynthConfig, *, segment_size: int = 65483,
+                  dt: float = 1e-5, port: int = 4444, linktype: int | None = None) -> Truth:
+    """Write the synthetic migration as a pcap, streaming (constant memory).
+
+    Each channel and the main channel is its own TCP connection from 127.0.0.1,
+    opened with a handshake, closed with FIN; data is cut into ``segment_size``
+    segments (65,483 is what loopback GSO gives, 1448 a real NIC).
+    """
+    from .capture import pcapwriter as pw
+
+    lt = pw.LINKTYPE_ETHERNET if linktype is None else linktype
+    writer = pw.PcapWriter(fileobj, linktype=lt)
+    clock = [1_700_000_000.0]
+    seqs = {}
+
+    def frame(flow: int, c2s: bool, flags: str, payload=b""):
+        cport = 50000 + flow
+        seq, ack = seqs[flow][c2s], seqs[flow][not c2s]
+        src, dst, sp, dp = (("127.0.0.1", "127.0.0.1", cport, port) if c2s else
+                            ("127.0.0.1", "127.0.0.1", port, cport))
+        writer.write_frame(clock[0], pw.tcp_frame(src, dst, sp, dp, seq, ack, flags, payload,
+                                                  linktype=lt))
+        seqs[flow][c2s] = seq + len(payload) + (1 if set(flags) & {"S", "F"} else 0)
+        clock[0] += dt
+
+    def open_flow(flow: int):
+        seqs[flow] = {True: 1000 * (flow + 1), False: 7000 * (flow + 1)}
+        frame(flow, True, "S")
+        frame(flow, False, "SA")
+        frame(flow, True, "A")
+
+    gen = generate(cfg)
+    main = cfg.channels  # the main connection's flow number
+    while True:
+        try:
+            ch, data = next(gen)
+        except StopIteration as stop:
+            truth = stop.value
+            break
+        flow = main if ch < 0 else ch
+        if flow not in seqs:
+            open_flow(flow)
+        view = memoryview(data)
+        for start in range(0, len(view), segment_size):
+            frame(flow, True, "PA", view[start:start + segment_size])
+    for flow in sorted(seqs):
+        frame(flow, True, "FA")
+        frame(flow, False, "FA")
+        frame(flow, True, "A")
+    return truth
