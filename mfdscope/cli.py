@@ -142,8 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_analysis import add_subcommands as add_analysis
     from .reference import add_subcommands as add_reference
 
+    from .demo import add_subcommands as add_demo
+
     add_analysis(sub, capture_args)
     add_reference(sub)
+    add_demo(sub)
     return p
 
 
