@@ -28,7 +28,7 @@ class DemoResult:
 
 
 def capture_reference_migration(pcap: str, *, iface: str = "lo", timeout: float = 60.0,
-                                **options) -> tuple[dict, dict, dict]:
+                                buffer_kib: int = 65536, **options) -> tuple[dict, dict, dict]:
     """Run a reference migration on loopback under tcpdump; ``(truth, report, counts)``.
 
     ``options`` are `mfdscope.reference.MigrationConfig` fields.  Raises
@@ -40,7 +40,7 @@ def capture_reference_migration(pcap: str, *, iface: str = "lo", timeout: float 
 
     def start_capture(address: str) -> None:
         port = address.rsplit(":", 1)[1]
-        dump.append(Tcpdump(iface, f"tcp port {port}", pcap).start())
+        dump.append(Tcpdump(iface, f"tcp port {port}", pcap, buffer_kib=buffer_kib).start())
 
     try:
         truth, report = run_loopback(timeout=timeout, before_send=start_capture, **options)
