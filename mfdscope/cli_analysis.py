@@ -168,6 +168,9 @@ def cmd_plot(args) -> int:
     figs = {"io.png": plots.io_graph(cap, bin_seconds=args.bin),
             "timeline.png": plots.timeline(cap),
             "accounting.png": plots.accounting_chart(res)}
+    if (cap.packets["kind"] == "device_state").any():
+        # at whole-migration scale the switchover phase is a few pixels wide
+        figs["timeline-device-state.png"] = plots.timeline(cap, xlim="device_state")
     for name, fig in figs.items():
         print(plots.save(fig, os.path.join(args.output, name)))
     return 0
@@ -210,7 +213,7 @@ def add_subcommands(subparsers, capture_args) -> None:
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(func=cmd_check)
 
-    p = subparsers.add_parser("plot", help="write io.png, timeline.png and accounting.png")
+    p = subparsers.add_parser("plot", help="write io.png, timeline.png, accounting.png (and timeline-device-state.png)")
     capture_args(p)
     p.add_argument("-o", "--output", metavar="DIR", required=True, help="output directory")
     p.add_argument("--bin", type=float, default=None, metavar="SECONDS", help="IO graph bin")

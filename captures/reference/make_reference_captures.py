@@ -21,9 +21,9 @@ from mfdscope import demo  # noqa: E402
 
 #: name -> reference options; what each exercises is in README.md beside this file
 CAPTURES = {
-    "ref10-nocomp-4ch-2dev": dict(profile="10.0", channels=4, ram_size="8M", devices=2,
+    "ref10-nocomp-4ch-2dev": dict(profile="10.0", channels=4, ram_size="4M", devices=2,
                                   buffers_per_device=6, buffer_size=64 << 10,
-                                  zero_share=0.5, iterations=2, seed=1),
+                                  zero_share=0.5, dirty_share=0.9, iterations=2, seed=1),
     "ref10-zlib-4ch": dict(profile="10.0", channels=4, ram_size="8M", compression="zlib",
                            zero_share=0.5, random_share=0.3, iterations=1, seed=2),
     "ref10-zstd-4ch": dict(profile="10.0", channels=4, ram_size="8M", compression="zstd",
