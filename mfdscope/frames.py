@@ -31,7 +31,7 @@ PACKET_COLUMNS = (
     Column("flags", "Int64", "multifd.flags", "hdr.flags"),
     Column("flag_names", "string", "multifd.flags.names", "flags by name, e.g. SYNC|ZLIB"),
     Column("compression", "string", "multifd.compression", "none, zlib, zstd, qpl, uadk, qatzip (from the flags)"),
-    Column("packet_num", "Int64", "multifd.packet_num", "global packet number (RAM and SYNC only)"),
+    Column("packet_num", "UInt64", "multifd.packet_num", "global packet number (RAM and SYNC only; a u64 on the wire)"),
     Column("pages_alloc", "Int64", "multifd.pages_alloc", "pages_alloc (0 in 9.2+ SYNC packets)"),
     Column("normal_pages", "Int64", "multifd.normal_pages", "pages whose data is in the payload"),
     Column("zero_pages", "Int64", "multifd.zero_pages", "zero pages listed after the normal ones (9.0+)"),

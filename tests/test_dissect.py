@@ -253,7 +253,7 @@ def test_cli_filter_and_exports(small_capture, tmp_path):
     assert len(pd.read_csv(csv)) == sum(len(r) for r in truth.records)
     pq = tmp_path / "p.parquet"
     assert run_cli("dissect", path, "-o", "parquet", "-w", pq).returncode == 0
-    assert pd.read_parquet(pq)["packet_num"].dtype == "Int64"
+    assert pd.read_parquet(pq)["packet_num"].dtype == "UInt64"
     bad = run_cli("dissect", path, "--filter", "no_such_column > 1")
     assert bad.returncode == 2 and "bad --filter" in bad.stderr
 

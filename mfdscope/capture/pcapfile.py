@@ -41,6 +41,7 @@ PCAPNG_OPT_IF_TSRESOL = 9
 PCAPNG_OPT_IF_TSOFFSET = 14
 PCAPNG_TSRESOL_POW2 = 0x80  # if_tsresol high bit: negative power of 2, else of 10
 PCAPNG_DEFAULT_TSRESOL = 6  # microseconds
+MAX_TSRESOL_TICKS = (1 << 64) - 1  # ticks per second must fit the uint64 arithmetic
 
 MAX_CAPLEN = 256 << 20  # a longer record is a corrupt length field, never allocated
 DEFAULT_MAX_PACKETS = 65536
@@ -285,9 +286,15 @@ class _Interface:
 
 
 def _tsresol_ticks(value):
-    """Timestamp units per second for an if_tsresol byte."""
+    """Timestamp units per second for an if_tsresol byte; None when out of range.
+
+    The byte can say up to 10**127 or 2**127 units a second, but timestamps are
+    64-bit and the per-batch conversion divides in uint64: a resolution no 64-bit
+    tick count can express is a corrupt option, not something to overflow on.
+    """
     exp = value & ~PCAPNG_TSRESOL_POW2
-    return 2 ** exp if value & PCAPNG_TSRESOL_POW2 else 10 ** exp
+    ticks = 2 ** exp if value & PCAPNG_TSRESOL_POW2 else 10 ** exp
+    return ticks if ticks <= MAX_TSRESOL_TICKS else None
 
 
 class _PcapngWalk:
@@ -395,7 +402,12 @@ class _PcapngWalk:
             ticks, offset = 10 ** PCAPNG_DEFAULT_TSRESOL, 0
             for code, value in self._options(off + 16, off + blen - 4):
                 if code == PCAPNG_OPT_IF_TSRESOL and value:
-                    ticks = _tsresol_ticks(value[0])
+                    if _tsresol_ticks(value[0]) is None:
+                        self.warnings.append(
+                            f"interface {len(self.ifaces)} at byte {off}: if_tsresol "
+                            f"0x{value[0]:02x} out of range; timestamps read in microseconds")
+                    else:
+                        ticks = _tsresol_ticks(value[0])
                 elif code == PCAPNG_OPT_IF_TSOFFSET and len(value) == 8:
                     offset = struct.unpack(o + "q", value)[0]
             self.ifaces.append(_Interface(linktype, snaplen, ticks, offset))
