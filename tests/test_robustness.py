@@ -362,3 +362,25 @@ def test_cli_on_mutants_no_traceback(tmp_path, clean, sub, mutate):
     assert p.returncode in (0, 1, 2)
     if p.returncode == 2:
         assert p.stderr.startswith("mfdscope: error: ") and p.stderr.count("\n") == 1
+
+
+def test_lying_original_length_on_a_gso_frame_loses_nothing_after_it(tmp_path):
+    """A GSO frame carries IP total length 0, so its payload length comes from the
+    record's original length; a corrupt one (0x7FFFFFFF) used to become a 2 GiB
+    snaplen hole that swallowed every later segment as a "retransmission".  The
+    next segment's sequence number now says where the cut segment really ended."""
+    _, chans, truth = synth.build(synth.SynthConfig(channels=1, ram_pages=1024))
+    flow = pw.TcpFlowWriter().handshake().send(chans[0], segment_size=1448).close()
+    frames = list(flow.frames())
+    victim = next(i for i, (_, f, _) in enumerate(frames) if len(f) > 1000 and i > 40)
+    t, frame, _ = frames[victim]
+    frame = bytearray(frame)
+    frame[16:18] = b"\0\0"  # IP total length 0, as GSO captures write it
+    frames[victim] = (t, bytes(frame), 0x7FFFFFFF)
+    path = tmp_path / "gso.pcap"
+    with open(path, "wb") as fh:
+        pw.write_pcap(fh, frames)
+    cap = mfdscope.open(path)
+    conn = cap.connections.iloc[0]
+    assert conn["holes"] == 0 and conn["bytes"] == truth.bytes[0]
+    assert cap.packets["stream_offset"].tolist() == [r["offset"] for r in truth.records[0]]

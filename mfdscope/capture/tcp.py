@@ -71,7 +71,7 @@ class Stream:
                  "segments", "retransmitted_bytes", "duplicate_segments",
                  "out_of_order_segments", "overlap_conflicts", "first_time",
                  "last_time", "syn_seen", "fin_seen", "rst_seen", "wire_bytes", "ended",
-                 "peer", "_isn", "_base", "next_off", "_fin_off", "_last_ack",
+                 "peer", "_isn", "_base", "next_off", "_fin_off", "_last_ack", "_snap_claim",
                  "_pending", "_pending_bytes", "_out", "_recent")
 
     def __init__(self, conn, direction, key):
@@ -89,6 +89,9 @@ class Stream:
         self.next_off = 0  # everything before was delivered or declared a hole
         self._fin_off = None
         self._last_ack = None  # last ACK number this direction sent
+        #: end a snaplen-cut segment claimed (from the frame's original length), not yet
+        #: confirmed by what follows it
+        self._snap_claim = None
         self._pending = []  # (start, end, tiebreak, buf, buf_off, caplen, time, wire_len)
         self._pending_bytes = 0
         self._out = []  # deliveries not yet passed to the sink: (buf, span fields...)
@@ -224,7 +227,7 @@ class Reassembler:
     # ------------------------------------------------------------- fast path
     def _fast(self, st, seg, rows, buf):
         """Deliver a stream's batch with numpy if it simply continues the stream."""
-        if st._pending or st._fin_off is not None:
+        if st._pending or st._fin_off is not None or st._snap_claim is not None:
             return False
 
         def take(a):
@@ -324,6 +327,7 @@ class Reassembler:
         if plen:
             self._data(st, buf, stable, s, plen, pcap, poff, t, wire)
         if flags & TCP_FIN and st._fin_off is None:
+            self._settle_snap(st, s + plen, t)  # the FIN marks where the data ended
             st.fin_seen = True
             st._fin_off = max(s + plen, st.next_off)
             if st._fin_off > st.next_off:
@@ -375,6 +379,7 @@ class Reassembler:
             pcap = min(pcap, plen)
             if not plen:
                 return
+        self._settle_snap(st, s, t)
         nxt = st.next_off
         if s + plen <= nxt:
             st.duplicate_segments += 1
@@ -418,13 +423,31 @@ class Reassembler:
             st._out.append((buf, s, poff, pcap, t, wire))
             st.bytes += pcap
         if pcap < plen:
+            # The cut-off bytes become a hole once what follows confirms where the
+            # segment really ended: a corrupt original length must not swallow the
+            # real segments after it as "retransmissions".
             st.next_off = s + pcap
-            self._hole(st, s + pcap, plen - pcap, t, "snaplen")
+            st._snap_claim = s + plen
+            return
         st.next_off = s + plen
+
+    def _settle_snap(self, st, s, t):
+        """Data resumes at stream offset `s`: the cut segment's missing tail ends there
+        (or at its claimed end, if `s` is further: the rest is an ordinary gap)."""
+        claim = st._snap_claim
+        if claim is None or s < st.next_off:  # nothing pending, or older bytes again
+            return
+        st._snap_claim = None
+        end = min(s, claim)
+        if end > st.next_off:
+            self._hole(st, st.next_off, end - st.next_off, t, "snaplen")
+            st.next_off = end
 
     def _drain(self, st):
         """Deliver buffered segments that now continue the stream."""
         p = st._pending
+        if p and st._snap_claim is not None:
+            self._settle_snap(st, p[0][0], p[0][6])
         while p and p[0][0] <= st.next_off:
             s, e, _, buf, poff, pcap, t, wire = p.pop(0)
             st._pending_bytes -= e - s
@@ -442,6 +465,7 @@ class Reassembler:
 
     def _fill_gap(self, st, upto, t):
         """Give up waiting for the bytes before `upto`: a "missing" hole."""
+        self._settle_snap(st, upto, t)
         if upto > st.next_off:
             self._hole(st, st.next_off, upto - st.next_off, t, "missing")
             st.next_off = upto
@@ -462,6 +486,9 @@ class Reassembler:
             return
         while st._pending:
             self._fill_gap(st, st._pending[0][0], t)
+        if st._snap_claim is not None:
+            end = st._snap_claim if st._fin_off is None else min(st._snap_claim, st._fin_off)
+            self._settle_snap(st, max(end, st.next_off), t)
         if st._fin_off is not None and st.next_off < st._fin_off:
             self._fill_gap(st, st._fin_off, t)
         self._flush(st)
