@@ -161,18 +161,30 @@ def _build(path: str, fmt: str, dis: Dissector, reasm, warnings: list[str]) -> C
     expert_rows = [("warn", "capture", None, None, None, w) for w in warnings]
     expert_rows += dis.expert_rows
     for conn, flow in dis.flows.items():
-        for s in (conn.c2s,):
-            if s.holes:
-                expert_rows.append(("warn", "hole", flow, None, s.last_time,
-                                    f"{s.holes} gap(s), {s.hole_bytes} bytes missing from the "
-                                    f"capture ({s.src} -> {s.dst})"))
+        s = conn.c2s
+        if s.holes:
+            expert_rows.append(("warn", "hole", flow, None, s.last_time,
+                                f"{s.holes} gap(s), {s.hole_bytes} bytes missing from the "
+                                f"capture ({s.src} -> {s.dst})"))
+    counts = reasm.counters
+    roles = [r[1] for r in conn_rows]
+    if not counts["tcp"]:
+        expert_rows.append(("note", "capture", None, None, None,
+                            f"no TCP in this capture ({counts['frames']} frames: "
+                            f"{counts['non_ip']} not IP, {counts['non_tcp']} IP but not TCP)"))
+    elif not {"main", "multifd"} & set(roles):
+        expert_rows.append(("note", "capture", None, None, None,
+                            f"no migration traffic: none of the {len(conn_rows)} TCP "
+                            "connections starts with QEVM or the multifd magic"))
     connections = frames.build(frames.CONNECTION_COLUMNS, conn_rows)
     packets = frames.build(frames.PACKET_COLUMNS, dis.packet_rows)
     if len(packets):
         packets = packets.sort_values(["t_start", "flow", "stream_offset"], kind="stable") \
             .reset_index(drop=True)
     expert = frames.build(frames.EXPERT_COLUMNS, expert_rows)
-    stats = {k: v for k, v in getattr(reasm, "stats", {}).items()} if hasattr(reasm, "stats") else {}
+    # frame counts by what they were (tcp, non_ip, fragments, ...): a capture with no
+    # migration in it says here why
+    stats = {"frames": {k: int(v) for k, v in reasm.counters.items()}}
     timeline = frames.build(frames.TIMELINE_COLUMNS, dis.timeline.rows())
     return Capture(path, fmt, connections, packets, expert, timeline,
                    dis.timeline.bin_seconds, stats)

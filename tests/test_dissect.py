@@ -212,7 +212,10 @@ def test_capture_without_tcp(tmp_path):
         w.write_frame(1.0, bytes(14) + b"\x45" + bytes(40))  # ethertype 0: not IP
     cap = mfdscope.open(path)
     assert cap.connections.empty and cap.packets.empty
-    assert run_cli("summary", "--json", path).returncode == 0
+    assert cap.expert["message"].str.contains("no TCP in this capture").any()
+    out = run_cli("summary", "--json", path)
+    assert out.returncode == 0
+    assert json.loads(out.stdout)["frames"]["non_ip"] == 1
 
 
 def test_tcp_that_is_not_a_migration(tmp_path):
@@ -220,6 +223,7 @@ def test_tcp_that_is_not_a_migration(tmp_path):
     cap = mfdscope.open(write(tmp_path, [f]))
     assert cap.connections["role"].tolist() == ["unknown"]
     assert cap.packets.empty
+    assert cap.expert["message"].str.contains("no migration traffic").any()
 
 
 # --------------------------------------------------------------------------- CLI
