@@ -6,7 +6,7 @@ import sys
 
 import pandas as pd
 
-from . import frames
+from . import frames, wire
 from .api import KINDS, Capture, CaptureError, open as open_capture
 
 
@@ -54,6 +54,8 @@ def _na(v):
 def cmd_dissect(args) -> int:
     cap = _open(args)
     pk = _apply_filter(cap.packets, args.filter)
+    if args.write and not args.output:
+        raise UsageError("-w FILE needs -o csv|json|parquet")
     if args.output:
         return _export(pk, args.output, args.write)
     t0 = float(cap.connections["first_time"].min()) if len(cap.connections) else 0.0
@@ -120,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     def capture_args(sp):
         sp.add_argument("capture", help="pcap or pcapng file")
         sp.add_argument("--page-size", type=int, default=None,
-                        help="target page size (default: detected)")
+                        choices=wire.SUPPORTED_PAGE_SIZES, metavar="BYTES",
+                        help="target page size, one of "
+                        f"{', '.join(map(str, wire.SUPPORTED_PAGE_SIZES))} (default: detected)")
 
     d = sub.add_parser("dissect", help="one line per multifd record, like tshark")
     capture_args(d)
@@ -154,11 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # piped into head: not an error (an OSError, so first)
+        sys.stderr.close()
+        return 0
     except (CaptureError, UsageError, OSError) as exc:
         print(f"mfdscope: error: {exc}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # e.g. piped into head
-        return 0
 
 
 if __name__ == "__main__":

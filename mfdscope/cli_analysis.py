@@ -30,11 +30,19 @@ def _load_json(path: str | None, what: str):
         return None
     try:
         with open(path) as fh:  # noqa: PTH123
-            return json.load(fh)
+            doc = json.load(fh)
     except OSError as exc:
         raise _cli().UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise _cli().UsageError(f"{what} {path} is not JSON: {exc}") from None
+    # a swapped or unrelated file must not pass as "no reference given"
+    if what == "query-migrate file" and acc_mod.qmp_values(doc)[0] is None:
+        raise _cli().UsageError(f"{path} has no ram.multifd-bytes: not a query-migrate result")
+    if what == "truth file" and (not isinstance(doc, dict) or "multifd_bytes" not in doc
+                                 or "records" not in doc):
+        raise _cli().UsageError(f"{path} has no multifd_bytes and records: not a reference "
+                                "sender's truth file")
+    return doc
 
 
 def _clean(v):
@@ -157,6 +165,8 @@ def cmd_check(args) -> int:
 def cmd_plot(args) -> int:
     from . import plots
 
+    if args.bin is not None and args.bin <= 0:
+        raise _cli().UsageError("--bin must be a positive number of seconds")
     cap = _cli()._open(args)
     try:
         os.makedirs(args.output, exist_ok=True)

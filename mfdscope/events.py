@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .wire import FLAG_SYNC
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -53,7 +55,7 @@ class RamPacket(Record):
 
     @property
     def kind(self) -> str:
-        return "sync" if self.flags & 0x01 else "ram"
+        return "sync" if self.flags & FLAG_SYNC else "ram"
 
 
 @dataclass(frozen=True, slots=True)

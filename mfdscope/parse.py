@@ -32,6 +32,8 @@ _INIT_PREFIX = wire.MULTIFD_MAGIC_BYTES
 _DETECT_ORDER = tuple(sorted(wire.SUPPORTED_PAGE_SIZES, key=wire.packet_len))
 _MAX_PACKET_LEN = max(wire.packet_len(p) for p in wire.SUPPORTED_PAGE_SIZES)
 _VALID_PAGE_COUNTS = {wire.page_count(p): p for p in wire.SUPPORTED_PAGE_SIZES}
+_INIT_RESERVED = wire.INIT.offsets["unused1"]
+_RAM_RESERVED = wire.RAM.offsets["unused32"]
 #: decompressed bytes produced per input piece are bounded by feeding small pieces
 _DECOMP_PIECE = 1024
 
@@ -401,7 +403,7 @@ class ChannelParser:
             self._expert(self._rec_off, t, "error",
                          f"multifd: received packet version {f['version']} expected "
                          f"{wire.MULTIFD_VERSION}", "init")
-        if any(self._rec[25:64]):
+        if any(self._rec[_INIT_RESERVED:wire.INIT.size]):
             self._expert(self._rec_off, t, "note",
                          "initial packet reserved bytes are not zero (foreign extension?)",
                          "init")
@@ -524,7 +526,7 @@ class ChannelParser:
             problems.append(("error", f"multifd: received packet with {alloc} pages, expected {count}"))
         elif alloc not in (0, count):
             problems.append(("note", f"pages_alloc {alloc} differs from page_count {count}"))
-        limit = min(alloc, count) if alloc else count
+        limit = min(alloc, count)  # QEMU compares with pages_alloc itself (0 in SYNC)
         if normal > limit:
             problems.append(("error", f"multifd: received packet with {normal} non-zero pages, "
                                       f"which exceeds maximum expected pages {limit}"))
@@ -551,7 +553,7 @@ class ChannelParser:
         for sev, msg in problems:
             self._expert(off, t, sev, msg, "header")
         self._check_flags(flags, off, t)
-        if any(rec[36:64]):
+        if any(rec[_RAM_RESERVED:wire.RAM.offsets["ramblock"]]):
             self._expert(off, t, "note", "reserved fields are not zero (foreign extension?)",
                          "header")
         if normal and comp == 0 and nps != normal * self.page_size:

@@ -18,6 +18,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
+from . import wire
 from .analysis import throughput as _tp
 from .analysis._common import capture_start, channels_of, unpack
 from .analysis.accounting import AccountingResult
@@ -129,7 +130,7 @@ def timeline(cap, connections=None, *, show_sync_rounds: bool = True,
             ys = [lane[int(c)] for c in pk["channel"]]
             if kind == "device_state":
                 cols = [devices[_device_key(i, n)] for i, n in zip(pk["idstr"], pk["instance_id"])]
-                hatch = ["//" if (int(f) & 1) else "" for f in pk["vfio_flags"].fillna(0)]
+                hatch = ["//" if (int(f) & wire.VFIO_DEVICE_STATE_CONFIG_STATE) else "" for f in pk["vfio_flags"].fillna(0)]
                 for y, s, w, c, h in zip(ys, starts, widths, cols, hatch):
                     ax.broken_barh([(s, w)], (y - 0.3, 0.6), facecolors=c, edgecolor="k",
                                    linewidth=0.3, hatch=h)

@@ -23,7 +23,6 @@ import pandas as pd
 from .. import wire
 from ._common import channels_of, multifd_connections, page_size_by_channel, unpack
 
-INIT_LEN = 64
 WRITTEN = wire.AccountingRule.WRITTEN.value
 ENQUEUE = wire.AccountingRule.ENQUEUE.value
 
@@ -160,7 +159,7 @@ def detect_version(packets, connections=None, *, page_size: int | None = None) -
                             [f"{zp} zero pages listed in packets: 9.0+ multifd zero-page "
                              "detection (counted after writing, as 8.1+)"])
     psize = page_size_by_channel(packets, connections, page_size)
-    full = sum(int(a) == wire.page_count(psize.get(int(c), 4096))
+    full = sum(int(a) == wire.page_count(psize.get(int(c), wire.DEFAULT_PAGE_SIZE))
                for a, c in zip(sy["pages_alloc"].fillna(-1), sy["channel"].fillna(-1)))
     ev = [f"{full} of {len(sy)} SYNC packets have pages_alloc = page_count and no packet "
           "lists zero pages: <= 9.1, ambiguous between 7.2 (<= 8.0 rule: counted at enqueue) "
@@ -198,9 +197,9 @@ def breakdown(packets, connections=None, *, page_size: int | None = None) -> dic
     rs = pk[kinds.isin(["ram", "sync"])]
     ds = pk[kinds == "device_state"]
     init = pk[kinds == "init"]
-    plen = [wire.packet_len(psize.get(int(c), 4096)) for c in rs["channel"]]
+    plen = [wire.packet_len(psize.get(int(c), wire.DEFAULT_PAGE_SIZE)) for c in rs["channel"]]
     normal = rs["normal_pages"].fillna(0).astype("int64").tolist()
-    uncompressed = sum(n * psize.get(int(c), 4096) for n, c in zip(normal, rs["channel"]))
+    uncompressed = sum(n * psize.get(int(c), wire.DEFAULT_PAGE_SIZE) for n, c in zip(normal, rs["channel"]))
     wire_bytes = int(multifd_connections(connections)["bytes"].fillna(0).sum()) \
         if connections is not None and len(connections) else int(pk["wire_len"].sum())
     mf = multifd_connections(connections)

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from .. import wire
 from ._common import capture_start, channels_of, unpack
 
 DS_COLUMNS = [
@@ -61,14 +62,15 @@ def device_state_table(packets, connections=None, timeline=None, *,
         "vfio_idx": ds["vfio_idx"].astype("Int64"),
         "vfio_flags": ds["vfio_flags"].astype("Int64"),
     })
-    out["is_config"] = (out["vfio_flags"].fillna(0).astype("int64") & 1).astype(bool)
+    out["is_config"] = (out["vfio_flags"].fillna(0).astype("int64")
+                        & wire.VFIO_DEVICE_STATE_CONFIG_STATE).astype(bool)
     out["channel"] = ds["channel"].astype("Int64")
     out["flow"] = ds["flow"].astype("Int64")
     out["stream_offset"] = ds["stream_offset"].astype("Int64")
     out["t_start"] = ds["t_start"].astype(float) - t0
     out["t_end"] = ds["t_end"].astype(float) - t0
     out["wire_len"] = ds["wire_len"].astype("Int64")
-    out["data_len"] = (ds["next_packet_size"].astype("Int64") - 12).clip(lower=0)
+    out["data_len"] = (ds["next_packet_size"].astype("Int64") - wire.VFIO_BUFFER.size).clip(lower=0)
     out["arrival"] = np.arange(len(out))
     out["after_last_ram"] = (ds["t_start"].astype(float) >= last_ram) if len(ram) else True
     out["dt_last_ram"] = ds["t_end"].astype(float) - last_ram

@@ -22,6 +22,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from .. import wire
 from ._common import (KINDS, capture_end, capture_start, channels_of, flow_to_channel, nice_bin,
                       page_size_by_channel, timeline_bin, unpack)
 
@@ -375,7 +376,7 @@ def compression_ratio(packets, connections=None, *, page_size: int | None = None
         with_pages = pk[pk["normal_pages"].fillna(0) > 0] if len(pk) else pk
         payload = int(with_pages["payload_len"].fillna(0).sum()) if len(with_pages) else 0
         methods = sorted(set(with_pages["compression"].dropna())) if len(with_pages) else []
-        unc = normal * psize.get(ch, 4096)
+        unc = normal * psize.get(ch, wire.DEFAULT_PAGE_SIZE)
         rows.append({"channel": ch, "normal_pages": normal, "zero_pages": zero,
                      "uncompressed_bytes": unc, "payload_bytes": payload,
                      "ratio": unc / payload if payload else math.nan,
