@@ -134,11 +134,32 @@ def open(path: str | os.PathLike, *, page_size: int | None = None,  # noqa: A001
             close()
 
 
+def _channel_set_problems(conn_rows: list[tuple]) -> list[tuple]:
+    """What a QEMU destination would refuse across channels (spec 5.6): the same id
+    twice, or initial packets whose UUIDs differ (each must equal the destination's)."""
+    out, seen = [], {}
+    uuids = {}
+    for flow, role, cid, uuid, *_ in conn_rows:
+        if role != "multifd" or cid is None:
+            continue
+        if cid in seen:
+            out.append(("error", "init", flow, 0, None,
+                        f"multifd: received id '{cid}' already setup' (channel {cid} also on "
+                        f"flow {seen[cid]})"))
+        seen.setdefault(cid, flow)
+        if uuid is not None:
+            uuids.setdefault(uuid, []).append(cid)
+    if len(uuids) > 1:
+        out.append(("error", "init", None, None, None, "multifd channels carry different "
+                    "UUIDs: " + "; ".join(f"{u} on channel(s) {sorted(c)}"
+                                          for u, c in uuids.items())))
+    return out
+
+
 def _build(path: str, fmt: str, dis: Dissector, reasm, warnings: list[str]) -> Capture:
     conn_rows = []
     for conn, flow in sorted(dis.flows.items(), key=lambda kv: kv[1]):
-        c2s, s2c = conn.c2s, conn.s2c
-        st = dis.states.get(c2s)
+        c2s, s2c, st = dis.primary(conn)  # "c2s": the direction carrying the migration
         role = st.role.value if st is not None and st.role is not None else "unknown"
         parser = st.parser if st is not None else None
         comp = None
@@ -161,11 +182,12 @@ def _build(path: str, fmt: str, dis: Dissector, reasm, warnings: list[str]) -> C
     expert_rows = [("warn", "capture", None, None, None, w) for w in warnings]
     expert_rows += dis.expert_rows
     for conn, flow in dis.flows.items():
-        s = conn.c2s
+        s = dis.primary(conn)[0]
         if s.holes:
             expert_rows.append(("warn", "hole", flow, None, s.last_time,
                                 f"{s.holes} gap(s), {s.hole_bytes} bytes missing from the "
                                 f"capture ({s.src} -> {s.dst})"))
+    expert_rows += _channel_set_problems(conn_rows)
     counts = reasm.counters
     roles = [r[1] for r in conn_rows]
     if not counts["tcp"]:

@@ -45,6 +45,10 @@ def _load_json(path: str | None, what: str):
     return doc
 
 
+def _or_na(v) -> str:
+    return "n/a" if v is None else f"{v:,}"
+
+
 def _clean(v):
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
         return None
@@ -138,8 +142,8 @@ def cmd_accounting(args) -> int:
         print(f"{cap.path}: QEMU {res.qemu_version} ({res.version_source}), rule {res.rule}")
         print(_table(res.table()))
         if res.predicted_transferred_bytes is not None or res.qmp_transferred_bytes is not None:
-            print(f"transferred: predicted {res.predicted_transferred_bytes}, "
-                  f"query-migrate {res.qmp_transferred_bytes}")
+            print(f"transferred: predicted {_or_na(res.predicted_transferred_bytes)}, "
+                  f"query-migrate {_or_na(res.qmp_transferred_bytes)}")
         print("match" if res.match else "MISMATCH")
         for line in res.explanation.split("\n"):
             print(f"  - {line}")

@@ -21,6 +21,9 @@ from .parse import ChannelParser
 _PREFIX_LEN = wire.INIT.size
 
 
+_MIGRATION_ROLES = (wire.Role.MAIN, wire.Role.MULTIFD)
+
+
 class StreamState:
     """What the dissector knows of one client-to-server stream."""
 
@@ -63,20 +66,45 @@ class Dissector:
     # ------------------------------------------------------------------ sink API
     def on_stream(self, stream) -> None:
         self.flows.setdefault(stream.conn, len(self.flows))
-        if stream.direction == "c2s":
-            self.states[stream] = StreamState(stream)
+        # Both directions: without a captured SYN the reassembler guesses the client
+        # from the ports, and a migration port above the ephemeral range would put the
+        # migration in the server-to-client stream.
+        self.states[stream] = StreamState(stream)
 
     def on_spans(self, stream, buf, spans) -> None:
         st = self.states.get(stream)
         if st is None or len(spans) == 0:
             return
-        self.timeline.add(self.flows[stream.conn], spans)
+        if stream.direction == "s2c" and (stream.syn_seen or stream.peer.syn_seen):
+            del self.states[stream]  # a known server's replies: the return path
+            return
         if st.role is None:
-            spans = self._classify(st, buf, spans)
-            if spans is None:
+            classified = self._classify(st, buf, spans)
+            self._add_timeline(st, spans)
+            if classified is None:
                 return
+            spans = classified
+        else:
+            self._add_timeline(st, spans)
         if st.parser is not None:
             self._drive(st, buf, spans)
+
+    def _add_timeline(self, st: StreamState, spans) -> None:
+        """Wire bytes of the stream that carries the connection's data (client to
+        server, or the other way when a capture without handshake says so)."""
+        if st.stream.direction == "c2s" or st.role in _MIGRATION_ROLES \
+                or st.role is None:
+            self.timeline.add(self.flows[st.stream.conn], spans)
+
+    def primary(self, conn):
+        """``(stream, reverse stream, state)`` of the direction that carries the
+        migration: client to server, unless only the other direction parsed as one."""
+        fwd, rev = conn.c2s, conn.s2c
+        st, alt = self.states.get(fwd), self.states.get(rev)
+        if (st is None or st.role not in _MIGRATION_ROLES) and alt is not None \
+                and alt.role in _MIGRATION_ROLES:
+            return rev, fwd, alt
+        return fwd, rev, st
 
     def on_hole(self, stream, stream_off, length, time, reason) -> None:
         st = self.states.get(stream)

@@ -20,7 +20,7 @@ from matplotlib.ticker import FuncFormatter
 
 from . import wire
 from .analysis import throughput as _tp
-from .analysis._common import capture_start, channels_of, unpack
+from .analysis._common import capture_start, channel_label, channels_of, unpack
 from .analysis.accounting import AccountingResult
 
 KIND_COLORS = {"init": "#7f7f7f", "ram": "#4c72b0", "sync": "#222222"}
@@ -66,11 +66,11 @@ def io_graph(cap, connections=None, timeline=None, *, bin_seconds: float | None 
     for i, (ch, g) in enumerate(tp.groupby("channel")):
         x = g["t"].to_numpy()
         line, = ax.step(x, g["goodput_Bps"], where="post", color=colors(i % 10), lw=1.4,
-                        label=f"channel {ch}")
+                        label=channel_label(ch))
         handles.append(line)
         if wire_on:
             ax.step(x, g["wire_Bps"], where="post", color=colors(i % 10), lw=0.9, ls=":",
-                    alpha=0.9, label=f"channel {ch} wire (frames)")
+                    alpha=0.9, label=f"{channel_label(ch)} wire (frames)")
     if wire_on:
         handles.append(Line2D([], [], color="k", lw=1.4, label="solid: multifd goodput"))
         handles.append(Line2D([], [], color="k", lw=0.9, ls=":",
@@ -152,7 +152,7 @@ def timeline(cap, connections=None, *, show_sync_rounds: bool = True,
         ax.set_xlim(lo - pad, hi + pad)
     elif isinstance(xlim, tuple):
         ax.set_xlim(*xlim)
-    ax.set_yticks(range(len(chans)), [f"channel {c}" for c in chans])
+    ax.set_yticks(range(len(chans)), [channel_label(c) for c in chans])
     ax.set_ylim(-0.7, len(chans) - 0.3)
     ax.invert_yaxis()
     ax.set_xlabel("time since capture start (s)")

@@ -272,3 +272,48 @@ def test_summary_json_shape(small_capture):
         for kind in ("init", "ram", "sync", "device_state"):
             assert c["records"][kind] == sum(r["kind"] == kind for r in recs)
         assert c["normal_pages"] == sum(r.get("normal_pages", 0) for r in recs)
+
+
+def test_mid_stream_capture_with_migration_port_above_the_client_port(tmp_path):
+    """Without a handshake the reassembler guesses the client by port; a destination
+    listening above the ephemeral range must not hide the migration."""
+    cfg = synth.SynthConfig(profile="10.0", ram_pages=512, channels=1)
+    main, chans, truth = synth.build(cfg)
+    f = pw.TcpFlowWriter(client=("192.0.2.1", 40000), server=("192.0.2.2", 50000))
+    f.handshake().send(chans[0], segment_size=1448).close()
+    f.start_midstream(3)  # just the handshake missing: starts at the initial packet
+    cap = mfdscope.open(write(tmp_path, [f]))
+    conn = cap.connections.iloc[0]
+    assert (conn["role"], conn["channel_id"], conn["bytes"]) == ("multifd", 0, truth.bytes[0])
+    assert conn["src"] == "192.0.2.1:40000"
+    assert cap.packets["stream_offset"].tolist() == [r["offset"] for r in truth.records[0]]
+
+
+def test_duplicate_channel_id_and_uuid_mismatch_are_flagged(tmp_path):
+    a = wire.pack_init(1, bytes(16)) + wire.pack_ram(flags=1, page_size=4096, packet_num=0)
+    b = wire.pack_init(1, b"\x01" * 16) + wire.pack_ram(flags=1, page_size=4096, packet_num=1)
+    flows = [pw.TcpFlowWriter(client=("192.0.2.1", 40000 + i)).handshake().send(d).close()
+             for i, d in enumerate((a, b))]
+    cap = mfdscope.open(write(tmp_path, flows))
+    msgs = cap.expert["message"]
+    assert msgs.str.contains("multifd: received id '1' already setup'").any()
+    assert msgs.str.contains("multifd channels carry different UUIDs").any()
+
+
+def test_analyses_count_a_channel_whose_initial_packet_was_not_captured(tmp_path):
+    from mfdscope.analysis import accounting, throughput
+    from mfdscope.analysis._common import channel_label
+
+    cfg = synth.SynthConfig(profile="10.0", ram_pages=1024, channels=1)
+    flows, truth = flows_for(cfg, 1448)
+    flows[0].start_midstream(200)
+    cap = mfdscope.open(write(tmp_path, flows))
+    flow = int(cap.multifd["flow"].iloc[0])
+    stats = throughput.channel_stats(cap)
+    row = stats[stats["channel"] == -1 - flow].iloc[0]
+    assert row["records"] == len(cap.packets)
+    assert channel_label(-1 - flow) == f"flow {flow} (no initial packet)"
+    acc = accounting.accounting(cap)
+    first = int(cap.packets["stream_offset"].min())
+    assert acc.breakdown["leading_bytes"] == first > 0
+    assert f"{first:,} bytes before their first header" in acc.explanation

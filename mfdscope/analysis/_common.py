@@ -24,8 +24,31 @@ def unpack(obj, connections=None, timeline=None):
         connections = obj.connections if connections is None else connections
         if timeline is None:
             timeline = getattr(obj, "timeline", None)
-        return packets, connections, timeline
-    return obj, connections, timeline
+    else:
+        packets = obj
+    return _key_unnamed_channels(packets, connections) + (timeline,)
+
+
+def _key_unnamed_channels(packets, connections):
+    """A multifd connection whose initial packet was not captured (the capture began
+    mid-stream) has no channel id; analyses key its records by ``-(flow + 1)`` so they
+    are counted, not dropped (`channel_label` names it)."""
+    if len(packets) and "channel" in packets and packets["channel"].isna().any():
+        packets = packets.copy()
+        na = packets["channel"].isna()
+        packets.loc[na, "channel"] = -1 - packets.loc[na, "flow"]
+    if connections is not None and len(connections) and "channel_id" in connections:
+        na = (connections["role"] == "multifd") & connections["channel_id"].isna()
+        if na.any():
+            connections = connections.copy()
+            connections.loc[na, "channel_id"] = -1 - connections.loc[na, "flow"]
+    return packets, connections
+
+
+def channel_label(ch) -> str:
+    """``channel 2``, or ``flow 5 (no initial packet)`` for an unnamed channel."""
+    ch = int(ch)
+    return f"channel {ch}" if ch >= 0 else f"flow {-1 - ch} (no initial packet)"
 
 
 def timeline_bin(obj, timeline) -> float | None:

@@ -205,6 +205,11 @@ def breakdown(packets, connections=None, *, page_size: int | None = None) -> dic
     mf = multifd_connections(connections)
     comp = sorted(set(rs.loc[rs["normal_pages"].fillna(0) > 0, "compression"].dropna())) \
         if len(rs) else []
+    # a stream captured from its middle: bytes before its first record are no record
+    headless = pk.groupby("flow")["kind"].apply(lambda k: "init" not in set(k)) \
+        if len(pk) else pd.Series(dtype=bool)
+    leading = int(pk[pk["flow"].isin(headless[headless].index)]
+                  .groupby("flow")["stream_offset"].min().sum()) if len(pk) else 0
     return {
         "channels": len(channels_of(packets, connections)),
         "page_size": sorted(set(psize.values())),
@@ -220,6 +225,8 @@ def breakdown(packets, connections=None, *, page_size: int | None = None) -> dic
         "tcp_bytes": wire_bytes,
         "missing_bytes": int(pk["missing_bytes"].fillna(0).sum()) if len(pk) else 0,
         "hole_bytes": int(mf["hole_bytes"].fillna(0).sum()) if "hole_bytes" in mf else 0,
+        "headless_streams": int(headless.sum()) if len(headless) else 0,
+        "leading_bytes": leading,
         "compression": comp or ["none"],
     }
 
@@ -246,9 +253,13 @@ def _explain_wire(bd: dict, rule: str, predicted: int) -> list[str]:
                        f"= {_n(wire_b)}")
         else:
             d = wire_b - predicted
+            why = f"holes: {_n(bd['hole_bytes'])} bytes"
+            if bd["headless_streams"]:
+                why += (f"; {bd['headless_streams']} connection(s) captured from the middle: "
+                        f"{_n(bd['leading_bytes'])} bytes before their first header")
             out.append(f"the decoded records add up to {_n(predicted)} bytes but the multifd "
                        f"connections carried {_n(wire_b)} ({d:+,}): bytes the dissector could not "
-                       f"attribute to a record (holes: {_n(bd['hole_bytes'])} bytes)")
+                       f"attribute to a record ({why})")
         return out
     diff = wire_b - predicted
     parts = []
