@@ -231,36 +231,72 @@ class Dissector:
 
 
 class Timeline:
-    """TCP payload and frame bytes per flow per fixed time bin (client to server).
+    """TCP payload and frame bytes per flow per fixed time bin.
 
     Records tell what multifd carried; this tells what the wire carried, headers
-    included, at segment resolution, without keeping one row per segment: memory
-    grows with the capture's duration, not its size.
+    included, at segment resolution, without keeping one row per segment.  Memory is
+    bounded too: at most ``max_bins`` bins per flow; a longer capture doubles the bin
+    width (bins stay whole multiples of it in absolute time, as analyses assume).
     """
 
-    def __init__(self, bin_seconds: float):
+    def __init__(self, bin_seconds: float, max_bins: int = 1 << 16):
         self.bin_seconds = bin_seconds
-        self.bins: dict[tuple[int, int], list[int]] = {}
+        self.max_bins = max_bins
+        self.first = None  # absolute index of bin 0 (time = index * bin_seconds)
+        self.flows: dict[int, np.ndarray] = {}  # flow -> (3, n): payload, frame, segments
 
     def add(self, flow: int, spans) -> None:
-        idx = np.floor_divide(spans["time"], self.bin_seconds).astype(np.int64)
-        uniq, inv = np.unique(idx, return_inverse=True)
-        payload = np.bincount(inv, weights=spans["length"]).astype(np.int64)
-        frames = np.bincount(inv, weights=spans["wire_len"]).astype(np.int64)
-        segs = np.bincount(inv).astype(np.int64)
-        bins = self.bins
-        for b, p, f, n in zip(uniq.tolist(), payload.tolist(), frames.tolist(), segs.tolist()):
-            cell = bins.get((flow, b))
-            if cell is None:
-                bins[(flow, b)] = [p, f, n]
-            else:
-                cell[0] += p
-                cell[1] += f
-                cell[2] += n
+        t = spans["time"]
+        idx = np.floor_divide(t, self.bin_seconds).astype(np.int64)
+        lo = int(idx.min())
+        if self.first is None:
+            self.first = lo
+        elif lo < self.first:  # capture timestamps are not always in order
+            self._grow_front(self.first - lo)
+        rel = idx - self.first
+        while int(rel.max()) >= self.max_bins:
+            self._coarsen()
+            idx = np.floor_divide(t, self.bin_seconds).astype(np.int64)
+            rel = idx - self.first
+        need = int(rel.max()) + 1
+        arr = self.flows.get(flow)
+        if arr is None or arr.shape[1] < need:
+            cap = min(self.max_bins, max(need, 2 * (0 if arr is None else arr.shape[1]), 64))
+            grown = np.zeros((3, cap), np.int64)
+            if arr is not None:
+                grown[:, :arr.shape[1]] = arr
+            self.flows[flow] = arr = grown
+        n = arr.shape[1]
+        arr[0] += np.bincount(rel, weights=spans["length"], minlength=n).astype(np.int64)
+        arr[1] += np.bincount(rel, weights=spans["wire_len"], minlength=n).astype(np.int64)
+        arr[2] += np.bincount(rel, minlength=n)
+
+    def _grow_front(self, k: int) -> None:
+        self.first -= k
+        for flow, arr in self.flows.items():
+            self.flows[flow] = np.concatenate([np.zeros((3, k), np.int64), arr], axis=1)
+        while any(a.shape[1] > self.max_bins for a in self.flows.values()):
+            self._coarsen()
+
+    def _coarsen(self) -> None:
+        """Double the bin width, keeping bins aligned to multiples of the new width."""
+        pad_front = self.first % 2
+        self.first = (self.first - pad_front) // 2
+        self.bin_seconds *= 2
+        for flow, arr in self.flows.items():
+            width = arr.shape[1] + pad_front
+            a = np.zeros((3, width + width % 2), np.int64)
+            a[:, pad_front:pad_front + arr.shape[1]] = arr
+            self.flows[flow] = a.reshape(3, -1, 2).sum(axis=2)
 
     def rows(self) -> list[tuple]:
-        return [(flow, b * self.bin_seconds, p, f, n)
-                for (flow, b), (p, f, n) in sorted(self.bins.items())]
+        out = []
+        for flow in sorted(self.flows):
+            arr = self.flows[flow]
+            for i in np.flatnonzero(arr[2]).tolist():
+                p, f, n = arr[:, i].tolist()
+                out.append((flow, (self.first + i) * self.bin_seconds, p, f, n))
+        return out
 
 
 def _looks_like_init(prefix: bytes) -> bool:
