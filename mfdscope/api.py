@@ -12,7 +12,7 @@ from . import frames, wire
 from .capture import CaptureError, Reassembler, open_capture
 from .dissect import Dissector
 
-KINDS = ("init", "ram", "sync", "device_state")
+from .frames import KINDS, opt as _opt
 
 
 @dataclass
@@ -100,17 +100,6 @@ class Capture:
         return head + self.connections[cols].to_html(index=False)
 
 
-def _opt(v):
-    if v is None or v is pd.NA:
-        return None
-    try:
-        if pd.isna(v):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return v.item() if hasattr(v, "item") else v
-
-
 def open(path: str | os.PathLike, *, page_size: int | None = None,  # noqa: A001
          decompress: bool = False, bin_seconds: float = 0.001) -> Capture:
     """Read, reassemble and dissect a pcap or pcapng file.
@@ -164,9 +153,7 @@ def _build(path: str, fmt: str, dis: Dissector, reasm, warnings: list[str]) -> C
         parser = st.parser if st is not None else None
         comp = None
         if parser is not None and parser.compression is not None:
-            comp = wire.Compression(parser.compression).label \
-                if parser.compression in wire.Compression._value2member_map_ \
-                else f"0x{parser.compression:x}"
+            comp = wire.compression_label(parser.compression)
         uuid = str(uuidlib.UUID(bytes=st.uuid)) if st is not None and st.uuid else None
         times = [t for t in (c2s.first_time, s2c.first_time) if t is not None]
         ltimes = [t for t in (c2s.last_time, s2c.last_time) if t is not None]

@@ -66,6 +66,8 @@ def cmd_dissect(args) -> int:
         ex = cap.expert
         if not args.expert:
             ex = ex[ex["severity"] != "note"]
+        if args.filter:  # the items of the connections the filter kept, and the capture's
+            ex = ex[ex["flow"].isna() | ex["flow"].isin(pk["flow"].dropna().unique())]
         for r in ex.itertuples(index=False):
             where = f"flow {r.flow} off={r.offset}" if r.flow is not pd.NA else "capture"
             out.write(f"[{r.severity}] {where}: {r.message}\n")

@@ -84,10 +84,17 @@ def cmd_stats(args) -> int:
                "stalls": frame_records(s["stalls"]), "sync_rounds": frame_records(s["rounds"])})
         return 0
     print(f"{cap.path}: {len(stats)} multifd channels, bin {s['bin_seconds'] * 1e3:g} ms")
-    cols = ["channel", "records", "ram_packets", "sync_packets", "device_state_packets",
-            "goodput", "share", "tcp_bytes", "frame_bytes", "duration", "mean_Bps",
-            "compression", "compression_ratio"]
-    print(_table(stats[[c for c in cols if c in stats]]))
+    # units in the headers: a QEMU developer reads MB/s and percentages, not B/s in e-notation
+    view = pd.DataFrame({
+        "channel": stats["channel"], "records": stats["records"],
+        "ram": stats["ram_packets"], "sync": stats["sync_packets"],
+        "device_state": stats["device_state_packets"],
+        "multifd_bytes": stats["goodput"], "share_%": (stats["share"] * 100).round(1),
+        "tcp_bytes": stats["tcp_bytes"], "frame_bytes": stats["frame_bytes"],
+        "duration_s": stats["duration"], "mean_MB/s": (stats["mean_Bps"] / 1e6).round(2),
+        "compression": stats["compression"], "ratio": stats["compression_ratio"],
+    }) if len(stats) else stats
+    print(_table(view))
     im = s["imbalance"]
     print(f"imbalance: cv {im['cv']:.3f}, shares {im['min_share']:.1%} .. {im['max_share']:.1%} "
           f"(busiest channel {im['busiest']}, idlest {im['idlest']})")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from . import wire
 from .capture.tcpdump import Tcpdump, TcpdumpError
 
 
@@ -107,7 +108,7 @@ def add_subcommands(subparsers) -> None:
     d.add_argument("--ram-size", default="64M")
     d.add_argument("--page-size", type=int, default=4096)
     d.add_argument("--compression", default="none", choices=("none", "zlib", "zstd"))
-    d.add_argument("--profile", default="10.0", choices=("7.2", "9.2", "10.0"))
+    d.add_argument("--profile", default="10.0", choices=wire.REFERENCE_VERSIONS)
     d.add_argument("--devices", default="2", help="count, or idstr[:instance],...")
     d.add_argument("--buffers-per-device", type=int, default=4)
     d.add_argument("--buffer-size", default="256K")

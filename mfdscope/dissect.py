@@ -313,8 +313,7 @@ def _packet_row(flow: int, st: StreamState, ev) -> tuple:
                 None, None, None, None, None)
     if isinstance(ev, RamPacket):
         comp = wire.compression_of(ev.flags)
-        comp_label = _COMPRESSION_LABELS.get(comp, f"0x{comp:x}") if ev.normal_pages or comp \
-            else "none"
+        comp_label = wire.compression_label(comp)
         return (flow, channel, ev.kind, ev.offset, ev.t_start, ev.t_end, ev.wire_len,
                 ev.flags, wire.flag_names(ev.flags), comp_label, ev.packet_num,
                 ev.pages_alloc, ev.normal_pages, ev.zero_pages, ev.next_packet_size,
@@ -326,5 +325,3 @@ def _packet_row(flow: int, st: StreamState, ev) -> tuple:
             ev.next_packet_size, ev.next_packet_size, None, ev.idstr, ev.instance_id,
             ev.vfio_version, ev.vfio_idx, ev.vfio_flags, ev.missing_bytes, None)
 
-
-_COMPRESSION_LABELS = {c.value: c.label for c in wire.Compression}

@@ -13,6 +13,10 @@ from typing import NamedTuple
 import pandas as pd
 
 
+#: record kinds, in the order tables show them
+KINDS = ("init", "ram", "sync", "device_state")
+
+
 class Column(NamedTuple):
     name: str
     dtype: str
@@ -87,6 +91,18 @@ EXPERT_COLUMNS = (
     Column("time", "float64", "frame.time", "capture time (s)"),
     Column("message", "string", "expert.message", "what was found"),
 )
+
+
+def opt(v):
+    """A pandas scalar as a plain Python value (None for NA), for JSON."""
+    if v is None or v is pd.NA:
+        return None
+    try:
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return v.item() if hasattr(v, "item") else v
 
 
 def build(columns: tuple[Column, ...], rows: list[tuple]) -> pd.DataFrame:

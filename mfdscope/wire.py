@@ -157,6 +157,12 @@ def compression_of(flags: int) -> int:
     return flags & COMPRESSION_MASK
 
 
+def compression_label(value: int) -> str:
+    """``none``, ``zlib``... for a compression field value; hex for a foreign one."""
+    member = Compression._value2member_map_.get(value)
+    return member.label if member is not None else f"0x{value:x}"
+
+
 def flag_names(flags: int) -> str:
     """``"SYNC|ZLIB"``-style names; unknown bits as hex, ``""`` for 0 (nocomp)."""
     names = [f.name for f in Flag if flags & f]
@@ -334,6 +340,8 @@ class VersionProfile:
     final_sync: bool  # 8.1-9.2: an extra SYNC round in ram_save_complete ...
     final_flush: bool  # ... followed by MULTIFD_FLUSH only in 8.1-9.0
     peek_classify: bool  # 8.0+: destination tells channels apart by their magic (1.4)
+    legacy_send: bool  # <= 8.2: packet_num and SYNC assigned by the migration thread (5.1)
+    zero_copy_header_separate: bool  # 10.0+: zero-copy header accounted where written (6.1)
     accounting: AccountingRule
     counts_initial_packet: bool
 
@@ -376,6 +384,8 @@ def profile(name: str) -> VersionProfile:
         final_sync=per_round and v <= (9, 2),
         final_flush=per_round and v <= (9, 0),
         peek_classify=v >= (8, 0),
+        legacy_send=v < (9, 0),
+        zero_copy_header_separate=v >= (10, 0),
         accounting=AccountingRule.ENQUEUE if legacy else AccountingRule.WRITTEN,
         counts_initial_packet=not legacy,
     )

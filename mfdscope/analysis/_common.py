@@ -14,7 +14,7 @@ import pandas as pd
 
 from .. import wire
 
-KINDS = ("init", "ram", "sync", "device_state")
+from ..frames import KINDS, opt  # noqa: F401  (re-exported for the analyses)
 
 
 def unpack(obj, connections=None, timeline=None):
@@ -153,18 +153,6 @@ def as_int(v, default=0) -> int:
     except (TypeError, ValueError):
         pass
     return int(v)
-
-
-def opt(v):
-    """A pandas scalar as a plain Python value (None for NA)."""
-    if v is None or v is pd.NA:
-        return None
-    try:
-        if pd.isna(v):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return v.item() if hasattr(v, "item") else v
 
 
 def frame_records(df: pd.DataFrame) -> list[dict]:

@@ -22,7 +22,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--page-size", type=int, default=wire.DEFAULT_PAGE_SIZE,
                    help="target page size (default 4096)")
     p.add_argument("--compression", choices=("none", "zlib", "zstd"), default="none")
-    p.add_argument("--profile", choices=("7.2", "9.2", "10.0"), default="10.0",
+    p.add_argument("--profile", choices=wire.REFERENCE_VERSIONS, default="10.0",
                    help="QEMU version to behave as (default 10.0)")
     p.add_argument("--devices", default="0",
                    help="VFIO-like devices with multifd device state (10.0 only): a count, "

@@ -111,7 +111,7 @@ class Behaviour:
 
     @property
     def legacy_send(self) -> bool:  # <= 8.2 multifd_send_pages()/p->flags model (5.1)
-        return self.version < (9, 0)
+        return self.profile.legacy_send
 
     @property
     def multifd_zero_pages(self) -> bool:  # 9.0+: zero_pages in packets; else on main
@@ -147,7 +147,7 @@ class Behaviour:
 
     @property
     def zero_copy_header_separate(self) -> bool:  # 10.0: header accounted on its own (6.1)
-        return self.version >= (10, 0)
+        return self.profile.zero_copy_header_separate
 
 
 def behaviour(name: str) -> Behaviour:
