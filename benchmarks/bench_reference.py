@@ -28,6 +28,7 @@ def main() -> int:
                     help="tcpdump's kernel buffer (-B); loopback outruns a small one")
     args = ap.parse_args()
     from mfdscope import demo
+    from mfdscope.capture.tcpdump import drops
     from mfdscope.reference import run_loopback
 
     plain, _ = run_loopback(ram_size=args.ram_size, channels=args.channels,
@@ -51,7 +52,7 @@ def main() -> int:
           f"{args.compression}: {wire / 1e6:,.0f} MB of multifd in {t['duration']:.2f} s "
           f"= sender {wire / t['duration'] / 1e6:,.0f} MB/s on loopback "
           f"(under tcpdump)")
-    print(f"capture {size / 1e6:,.0f} MB, tcpdump dropped {res.tcpdump.get('dropped')}; "
+    print(f"capture {size / 1e6:,.0f} MB, tcpdump dropped {drops(res.tcpdump)}; "
           f"whole run incl. dissection and checks {total:.1f} s")
     failed = res.checks[~res.checks["passed"]]
     print(f"checks: {len(res.checks) - len(failed)} passed, {len(failed)} failed")

@@ -149,10 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .reference import add_subcommands as add_reference
 
     from .demo import add_subcommands as add_demo
+    from .live.cli import add_subcommands as add_live
 
     add_analysis(sub, capture_args)
     add_reference(sub)
     add_demo(sub)
+    add_live(sub)
     return p
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from . import wire
-from .capture.tcpdump import Tcpdump, TcpdumpError
+from .capture.tcpdump import Tcpdump, TcpdumpError, drops
 
 
 @dataclass
@@ -73,7 +73,7 @@ def check_capture(pcap: str, truth: dict, report: dict, counts: dict,
     extra.append({"check": "receiver accepted the migration", "channel": None,
                   "expected": "no error", "observed": report.get("error") or "no error",
                   "passed": bool(report.get("ok")), "detail": ""})
-    dropped = counts.get("dropped")
+    dropped = drops(counts)
     extra.append({"check": "tcpdump dropped no packet", "channel": None, "expected": "0",
                   "observed": str(dropped), "passed": dropped == 0,
                   "detail": f"{counts.get('captured')} captured"})
@@ -145,7 +145,7 @@ def cmd_demo(args) -> int:
           f"{sum(t.get('channel_bytes', [])):,} multifd bytes in "
           f"{t.get('duration', 0):.2f} s")
     print(f"capture: {result.capture} (tcpdump: {result.tcpdump.get('captured')} captured, "
-          f"{result.tcpdump.get('dropped')} dropped)")
+          f"{drops(result.tcpdump)} dropped)")
     print(f"truth: {result.paths['truth']}  receiver: {result.paths['report']}\n")
     view = result.checks.assign(result=result.checks["passed"].map({True: "ok", False: "FAIL"}))
     with pd.option_context("display.max_colwidth", 60, "display.width", 200):

@@ -13,11 +13,35 @@ import subprocess
 import threading
 import time
 
-_STATS = {
-    "captured": re.compile(r"(\d+) packets? captured"),
-    "received": re.compile(r"(\d+) packets? received by filter"),
-    "dropped": re.compile(r"(\d+) packets? dropped by kernel"),
-}
+#: tcpdump's statistics line ("N packets captured, N packets received by filter, N
+#: packets dropped by kernel"), printed at exit and on SIGUSR1
+STATS_RE = re.compile(r"(\d+) packets? (captured|received by filter|dropped by kernel|"
+                      r"dropped by interface)")
+STAT_KEYS = {"captured": "captured", "received by filter": "received_by_filter",
+             "dropped by kernel": "dropped_by_kernel",
+             "dropped by interface": "dropped_by_interface"}
+
+
+def parse_stats(line: str) -> dict[str, int]:
+    """The counts in one line of tcpdump's stderr (empty if it holds none)."""
+    return {STAT_KEYS[what]: int(n) for n, what in STATS_RE.findall(line)}
+
+
+def drops(stats: dict[str, int]) -> int | None:
+    """Packets the kernel or the interface dropped; None before tcpdump reported."""
+    if not stats:
+        return None
+    return stats.get("dropped_by_kernel", 0) + stats.get("dropped_by_interface", 0)
+
+
+def argv(binary: str, iface: str, bpf: str, out: str, buffer_kib: int) -> list[str]:
+    """The command line: snap length 0, packet-buffered output, and immediate mode.
+
+    Immediate mode matters: without it libpcap hands packets over per ring block (up
+    to a second late), and stopping tcpdump then loses the last ones.
+    """
+    return [binary, "-i", iface, "-n", "-s", "0", "-U", "--immediate-mode",
+            "-B", str(buffer_kib), "-w", out, *bpf.split()]
 
 
 class TcpdumpError(Exception):
@@ -25,12 +49,11 @@ class TcpdumpError(Exception):
 
 
 class Tcpdump:
-    """``tcpdump -i IFACE -s 0 -U --immediate-mode -B 65536 -w OUT FILTER``, managed.
-
-    Immediate mode matters: without it libpcap hands packets over per ring block
-    (up to a second late), and stopping tcpdump then loses the last ones.
+    """tcpdump writing a capture file (see `argv`), as a managed subprocess.
 
     ``out`` is a file path, or ``"-"`` for the pcap stream on ``self.stdout``.
+    The live view's pipe source (`mfdscope.live.tcpdump`) shares `argv` and the
+    statistics parsing.
     """
 
     def __init__(self, iface: str = "lo", bpf: str = "tcp", out: str = "-",
@@ -39,9 +62,7 @@ class Tcpdump:
         if not self.binary:
             raise TcpdumpError("tcpdump is not installed (apt-get install tcpdump; "
                                "./setup.sh does it)")
-        self.argv = [self.binary, "-i", iface, "-s", "0", "-U", "--immediate-mode",
-                     "-B", str(buffer_kib),
-                     "-w", out, *bpf.split()]
+        self.argv = argv(self.binary, iface, bpf, out, buffer_kib)
         self.out = out
         self.proc: subprocess.Popen | None = None
         self.stderr_lines: list[str] = []
@@ -79,10 +100,7 @@ class Tcpdump:
             self.stderr_lines.append(line)
             if "listening on" in line:
                 self._listening.set()
-            for key, pat in _STATS.items():
-                m = pat.search(line)
-                if m:
-                    self.stats[key] = int(m.group(1))
+            self.stats.update(parse_stats(line))
 
     def wait_quiet(self, quiet: float = 0.3, limit: float = 5.0) -> None:
         """Wait until the output file stops growing (the kernel ring is drained)."""
@@ -99,7 +117,7 @@ class Tcpdump:
             time.sleep(0.05)
 
     def stop(self, timeout: float = 10.0) -> dict[str, int]:
-        """SIGINT, wait, and return tcpdump's own counts (captured, received, dropped)."""
+        """SIGINT, wait, and return tcpdump's own counts (`STAT_KEYS` values)."""
         if self.proc is None:
             return self.stats
         if self.proc.poll() is None:
