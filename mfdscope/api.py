@@ -11,13 +11,15 @@ import pandas as pd
 from . import frames, wire
 from .capture import CaptureError, Reassembler, open_capture
 from .dissect import Dissector
+from .mainchannel import MainChannelParser
 
 from .frames import KINDS, opt as _opt
 
 
 @dataclass
 class Capture:
-    """A dissected capture: ``connections``, ``packets`` and ``expert`` DataFrames."""
+    """A dissected capture: ``connections``, ``packets``, ``expert`` and ``main`` (the
+    main migration channel's sections, commands and RAM markers) DataFrames."""
 
     path: str
     format: str
@@ -28,6 +30,8 @@ class Capture:
     timeline: pd.DataFrame = field(default_factory=pd.DataFrame)
     bin_seconds: float = 0.001
     stats: dict = field(default_factory=dict)
+    #: the main channel, one row per item (`frames.MAIN_COLUMNS`)
+    main: pd.DataFrame = field(default_factory=lambda: frames.build(frames.MAIN_COLUMNS, []))
 
     # -------------------------------------------------------------- convenience
     @property
@@ -49,6 +53,9 @@ class Capture:
         for row in self.connections.itertuples(index=False):
             flow = int(row.flow)
             c = counts.get(flow, {})
+            main = {}
+            if row.role == "main":
+                main = {k: _opt(getattr(row, k)) for k in _MAIN_SUMMARY}
             out.append({
                 "flow": flow,
                 "role": row.role,
@@ -69,6 +76,7 @@ class Capture:
                 "hole_bytes": int(row.hole_bytes),
                 "first_time": _opt(row.first_time),
                 "last_time": _opt(row.last_time),
+                **main,
             })
         return out
 
@@ -98,6 +106,11 @@ class Capture:
         cols = ["flow", "role", "channel_id", "src", "dst", "bytes", "records", "holes",
                 "first_time", "last_time"]
         return head + self.connections[cols].to_html(index=False)
+
+
+#: main-connection figures that ``summary --json`` adds to a main connection's entry
+_MAIN_SUMMARY = ("main_flushes", "main_eos", "main_zero_pages", "main_normal_pages",
+                 "main_switchover_start", "main_unparsed_bytes")
 
 
 def open(path: str | os.PathLike, *, page_size: int | None = None,  # noqa: A001
@@ -151,20 +164,24 @@ def _build(path: str, fmt: str, dis: Dissector, reasm, warnings: list[str]) -> C
         c2s, s2c, st = dis.primary(conn)  # "c2s": the direction carrying the migration
         role = st.role.value if st is not None and st.role is not None else "unknown"
         parser = st.parser if st is not None else None
+        mp = parser if isinstance(parser, MainChannelParser) else None
         comp = None
-        if parser is not None and parser.compression is not None:
+        if parser is not None and mp is None and parser.compression is not None:
             comp = wire.compression_label(parser.compression)
         uuid = str(uuidlib.UUID(bytes=st.uuid)) if st is not None and st.uuid else None
+        main = (mp.counts["flush"], mp.counts["eos"], mp.counts["zero_pages"],
+                mp.counts["normal_pages"], mp.counts["switchover_start"], mp.unparsed) \
+            if mp is not None else (None,) * len(_MAIN_SUMMARY)
         times = [t for t in (c2s.first_time, s2c.first_time) if t is not None]
         ltimes = [t for t in (c2s.last_time, s2c.last_time) if t is not None]
         conn_rows.append((
             flow, role, st.channel_id if st else None, uuid, c2s.src, c2s.dst,
             c2s.bytes, s2c.bytes, c2s.wire_bytes, c2s.segments,
             st.records if st else 0,
-            parser.page_size if parser is not None else None, comp,
+            parser.page_size if parser is not None and mp is None else None, comp,
             min(times) if times else None, max(ltimes) if ltimes else None,
             c2s.holes, c2s.hole_bytes, c2s.retransmitted_bytes, c2s.out_of_order_segments,
-            bool(c2s.syn_seen or s2c.syn_seen), dis.ends.get(c2s, "eof"),
+            bool(c2s.syn_seen or s2c.syn_seen), dis.ends.get(c2s, "eof"), *main,
         ))
     expert_rows = [("warn", "capture", None, None, None, w) for w in warnings]
     expert_rows += dis.expert_rows
@@ -195,8 +212,11 @@ def _build(path: str, fmt: str, dis: Dissector, reasm, warnings: list[str]) -> C
     # migration in it says here why
     stats = {"frames": {k: int(v) for k, v in reasm.counters.items()}}
     timeline = frames.build(frames.TIMELINE_COLUMNS, dis.timeline.rows())
+    main = frames.build(frames.MAIN_COLUMNS, dis.main_rows)
+    if len(main):
+        main = main.sort_values(["flow", "stream_offset"], kind="stable").reset_index(drop=True)
     return Capture(path, fmt, connections, packets, expert, timeline,
-                   dis.timeline.bin_seconds, stats)
+                   dis.timeline.bin_seconds, stats, main)
 
 
 __all__ = ["Capture", "CaptureError", "open"]

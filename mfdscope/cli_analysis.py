@@ -225,10 +225,11 @@ def add_subcommands(subparsers, capture_args) -> None:
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.set_defaults(func=cmd_accounting)
 
-    c = subparsers.add_parser("check", help="cross-check against a reference sender's truth "
+    c = subparsers.add_parser("check", help="SYNC/FLUSH pairing (spec 5.2) and, with --truth, "
+                              "a cross-check against a reference sender's truth "
                               "(exit 1 if any check fails)")
     capture_args(c)
-    c.add_argument("--truth", metavar="FILE", required=True, help="reference sender truth JSON")
+    c.add_argument("--truth", metavar="FILE", help="reference sender truth JSON")
     c.add_argument("--qmp", metavar="FILE", help="also compare with a query-migrate JSON")
     c.add_argument("--qemu-version", metavar="V", help="override the truth's QEMU version")
     c.add_argument("--json", action="store_true", help="print one JSON object")

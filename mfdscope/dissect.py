@@ -2,7 +2,8 @@
 
 `Dissector` is the sink of `capture.tcp.Reassembler`: it classifies each
 client-to-server stream by its first bytes (spec 1.4) and drives one sans-IO
-`ChannelParser` per multifd stream.  Page data is skipped span by span: the parser
+`ChannelParser` per multifd stream and one `MainChannelParser` per main stream
+(its events become ``main_rows``, the ``main`` DataFrame).  Page data is skipped span by span: the parser
 says how many bytes it will not look at and the driver jumps over whole TCP
 segments with a bisection, so Python runs per record, not per segment.
 """
@@ -14,6 +15,7 @@ import numpy as np
 
 from . import wire
 from .events import DeviceStatePacket, Expert, InitPacket, RamPacket
+from .mainchannel import MainChannelParser
 from .parse import ChannelParser
 
 #: bytes needed to tell an initial packet from a packet header on a stream whose
@@ -28,7 +30,7 @@ class StreamState:
     """What the dissector knows of one client-to-server stream."""
 
     __slots__ = ("stream", "role", "parser", "prefix", "prefix_start", "channel_id", "uuid", "records",
-                 "counts", "normal_pages", "zero_pages", "resyncs")
+                 "counts", "normal_pages", "zero_pages", "resyncs", "opaque_row")
 
     def __init__(self, stream):
         self.stream = stream
@@ -43,6 +45,7 @@ class StreamState:
         self.normal_pages = 0
         self.zero_pages = 0
         self.resyncs = 0
+        self.opaque_row: int | None = None  # index in Dissector.main_rows
 
 
 class Dissector:
@@ -62,6 +65,7 @@ class Dissector:
         self.ends: dict = {}  # Stream -> how it ended
         self.packet_rows: list[tuple] = []
         self.expert_rows: list[tuple] = []
+        self._main_rows: list[tuple] = []
 
     # ------------------------------------------------------------------ sink API
     def on_stream(self, stream) -> None:
@@ -164,7 +168,10 @@ class Dissector:
         elif role == wire.Role.UNKNOWN and not st.stream.syn_seen and prefix:
             start = "resync"  # a capture that began mid-stream: look for headers
         st.role = role
-        if start is not None:
+        if role == wire.Role.MAIN:
+            st.parser = MainChannelParser(self.page_size)
+            self._handle(st, st.parser.feed(prefix, t))
+        elif start is not None:
             st.parser = ChannelParser(self.page_size, decompress=self.decompress, start=start)
             if prefix:
                 self._handle(st, st.parser.feed(prefix, t))
@@ -211,6 +218,11 @@ class Dissector:
                 self.expert_rows.append((ev.severity, ev.group, self.flows[st.stream.conn],
                                          ev.offset, ev.t, ev.message))
                 continue
+            if st.role == wire.Role.MAIN:
+                if ev.kind == "opaque":
+                    st.opaque_row = len(self._main_rows)
+                self._main_rows.append(_main_row(self.flows[st.stream.conn], ev))
+                continue
             kind = ev.kind
             if kind == "init":
                 st.channel_id = ev.channel_id
@@ -228,6 +240,19 @@ class Dissector:
             if kind in ("ram", "sync"):
                 st.normal_pages += ev.normal_pages
                 st.zero_pages += ev.zero_pages
+
+
+    @property
+    def main_rows(self) -> list[tuple]:
+        """Rows of the ``main`` DataFrame; an ``opaque`` row carries the bytes counted
+        after it so far."""
+        rows = list(self._main_rows)
+        for st in self.states.values():
+            if st.opaque_row is not None and isinstance(st.parser, MainChannelParser):
+                row = rows[st.opaque_row]
+                rows[st.opaque_row] = row[:_UNPARSED] + (st.parser.unparsed,) \
+                    + row[_UNPARSED + 1:]
+        return rows
 
 
 class Timeline:
@@ -325,3 +350,44 @@ def _packet_row(flow: int, st: StreamState, ev) -> tuple:
             ev.next_packet_size, ev.next_packet_size, None, ev.idstr, ev.instance_id,
             ev.vfio_version, ev.vfio_idx, ev.vfio_flags, ev.missing_bytes, None)
 
+
+
+#: index of ``unparsed_bytes`` in a main row (frames.MAIN_COLUMNS)
+_UNPARSED = 15
+
+
+def _main_row(flow: int, ev) -> tuple:
+    """One row of frames.MAIN_COLUMNS from a main-channel event."""
+    kind = ev.kind
+    wire_len = getattr(ev, "wire_len", None)
+    sec_type = sec_id = idstr = inst = ver = cmd = cmd_name = cmd_len = None
+    zero = normal = total = blocks = unparsed = detail = None
+    if kind == "header":
+        wire_len = wire.QEVM_HEADER.size
+        detail = f"version {ev.version}"
+    elif kind == "configuration":
+        detail = ev.machine
+        if ev.subsections:
+            detail += " (" + ", ".join(ev.subsections) + ")"
+    elif kind == "section":
+        sec_type, sec_id, idstr = ev.type_name, ev.section_id, ev.idstr
+        inst, ver = ev.instance_id, ev.version_id
+        # START/FULL: type, id, idstr length + idstr, instance, version; PART/END: type, id
+        wire_len = 14 + len(idstr.encode("utf-8", "surrogateescape")) if ver is not None else 5
+    elif kind == "command":
+        cmd, cmd_name, cmd_len = ev.cmd, ev.name, ev.length
+        wire_len = 5 + ev.length
+    elif kind == "mem_size":
+        total = ev.total
+        blocks = " ".join(f"{b.name}:0x{b.used_length:x}" for b in ev.blocks)
+    elif kind == "pages":
+        sec_id, zero, normal = ev.section_id, ev.zero_pages, ev.normal_pages
+    elif kind in ("flush", "eos"):
+        sec_id, wire_len = ev.section_id, 8
+    elif kind == "eof":
+        wire_len = 1
+    elif kind == "opaque":
+        sec_id, idstr, detail, unparsed = ev.section_id, ev.idstr, ev.reason, 0
+    row = (flow, kind, ev.offset, ev.t, wire_len, sec_type, sec_id, idstr, inst, ver, cmd,
+           cmd_name, cmd_len, zero, normal, unparsed, total, blocks, detail)
+    return row

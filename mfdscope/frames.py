@@ -73,6 +73,38 @@ CONNECTION_COLUMNS = (
     Column("out_of_order_segments", "Int64", "tcp.out_of_order", "segments that arrived before a gap was filled"),
     Column("syn_seen", "boolean", "tcp.syn_seen", "the handshake was captured"),
     Column("end", "string", "tcp.end", "fin, rst or eof (capture ended first)"),
+    Column("main_flushes", "Int64", "main.flushes", "main connection: RAM_SAVE_FLAG_MULTIFD_FLUSH records"),
+    Column("main_eos", "Int64", "main.eos", "main connection: RAM_SAVE_FLAG_EOS records (ram section parts ended)"),
+    Column("main_zero_pages", "Int64", "main.zero_pages", "main connection: zero pages sent on main (legacy zero-page detection)"),
+    Column("main_normal_pages", "Int64", "main.normal_pages", "main connection: full pages sent on main (RAM_SAVE_FLAG_PAGE)"),
+    Column("main_switchover_start", "Int64", "main.switchover_start", "main connection: MIG_CMD_SWITCHOVER_START commands (10.0+)"),
+    Column("main_unparsed_bytes", "Int64", "main.unparsed", "main connection: bytes after the point where parsing stopped (device sections)"),
+)
+
+#: what `mfdscope.mainchannel` decodes of the main connection, one row per item
+MAIN_KINDS = ("header", "configuration", "section", "command", "mem_size", "pages", "flush",
+              "eos", "eof", "opaque")
+
+MAIN_COLUMNS = (
+    Column("flow", "Int64", "tcp.stream", "connection number (as in `connections.flow`)"),
+    Column("kind", "string", "main.kind", "header, configuration, section, command, mem_size, pages, flush, eos, eof or opaque"),
+    Column("stream_offset", "Int64", "main.offset", "offset of the item's first byte in the main stream"),
+    Column("time", "float64", "main.time", "capture time of the bytes that completed the item (s)"),
+    Column("wire_len", "Int64", "main.wire_len", "bytes of the item (pages: of all its page records)"),
+    Column("section_type", "string", "main.section.type", "start, part, end or full"),
+    Column("section_id", "Int64", "main.section.id", "section id (sections, and the ram section a flush, eos or pages row belongs to)"),
+    Column("idstr", "string", "main.section.idstr", "section idstr (ram, timer, ...)"),
+    Column("instance_id", "Int64", "main.section.instance", "section instance id (START/FULL)"),
+    Column("version_id", "Int64", "main.section.version", "section version id (START/FULL)"),
+    Column("cmd", "Int64", "main.cmd", "MIG_CMD_* value of a command"),
+    Column("cmd_name", "string", "main.cmd.name", "command name, e.g. SWITCHOVER_START"),
+    Column("cmd_len", "Int64", "main.cmd.len", "command payload length"),
+    Column("zero_pages", "Int64", "main.zero_pages", "pages: RAM_SAVE_FLAG_ZERO records in this ram section part"),
+    Column("normal_pages", "Int64", "main.normal_pages", "pages: RAM_SAVE_FLAG_PAGE records in this ram section part"),
+    Column("unparsed_bytes", "Int64", "main.unparsed", "opaque: bytes after this point, counted but not parsed"),
+    Column("mem_total", "Int64", "main.mem_size", "mem_size: total RAM bytes announced"),
+    Column("blocks", "string", "main.blocks", "mem_size: RAMBlocks as name:used_length"),
+    Column("detail", "string", "main.detail", "header version, machine type, or why parsing stopped"),
 )
 
 TIMELINE_COLUMNS = (

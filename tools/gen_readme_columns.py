@@ -10,6 +10,7 @@ def tables() -> str:
     for title, cols in (("packets", frames.PACKET_COLUMNS),
                         ("connections", frames.CONNECTION_COLUMNS),
                         ("timeline", frames.TIMELINE_COLUMNS),
+                        ("main", frames.MAIN_COLUMNS),
                         ("expert", frames.EXPERT_COLUMNS)):
         out.append(f"#### `{title}`\n\n| column | dtype | filter name | meaning |\n|---|---|---|---|")
         for c in cols:

@@ -129,41 +129,126 @@ def truth_values(truth) -> dict:
 
 
 # --------------------------------------------------------------------------- version
-def detect_version(packets, connections=None, *, page_size: int | None = None) -> VersionGuess:
+def main_frame(obj):
+    """The ``main`` DataFrame of a Capture (None for bare frames or an empty one)."""
+    main = getattr(obj, "main", None) if not isinstance(obj, pd.DataFrame) else None
+    return main if isinstance(main, pd.DataFrame) and len(main) else None
+
+
+def main_markers(main) -> dict | None:
+    """What the main channel says about syncs and the version (spec 4.6, 5.2, 7).
+
+    From a Capture's ``main`` frame (`mfdscope.frames.MAIN_COLUMNS`): counts of
+    ``MULTIFD_FLUSH``, ``EOS`` of ram sections, ``MIG_CMD_SWITCHOVER_START``, zero and
+    normal pages on main, the machine type, whether the ram END section's EOS was seen
+    (``ram_complete``) and why parsing stopped.  None when no main channel was parsed.
+    """
+    if main is None or not len(main):
+        return None
+    flows = sorted({int(f) for f in main["flow"].dropna()})
+    kinds = main["kind"]
+    cmds = main.loc[kinds == "command", "cmd"]
+    sections = main[kinds == "section"]
+    ram_ids = set(sections.loc[sections["idstr"] == "ram", "section_id"].dropna().astype(int))
+    ram_end = False
+    cur = None
+    for kind, stype, sid in zip(kinds, main["section_type"], main["section_id"]):
+        if kind == "section":
+            cur = (stype, None if pd.isna(sid) else int(sid))
+        elif kind == "eos" and cur is not None and cur[0] in ("end", "full") \
+                and cur[1] in ram_ids:
+            ram_end = True
+    machine = main.loc[kinds == "configuration", "detail"].dropna()
+    opaque = main[kinds == "opaque"]
+    return {
+        "flows": flows,
+        "flushes": int((kinds == "flush").sum()),
+        "eos": int((kinds == "eos").sum()),
+        "ram_sections": int(sections["idstr"].eq("ram").fillna(False).sum()),
+        "switchover_start": int((cmds == int(wire.MigCmd.SWITCHOVER_START)).sum()),
+        "zero_pages": int(main["zero_pages"].fillna(0).sum()),
+        "normal_pages": int(main["normal_pages"].fillna(0).sum()),
+        "machine": str(machine.iloc[0]) if len(machine) else None,
+        "ram_complete": ram_end,
+        "stopped": str(opaque["detail"].iloc[0]) if len(opaque) else None,
+    }
+
+
+def _main_evidence(mk: dict | None) -> list[str]:
+    if not mk or not mk["eos"]:
+        return []
+    out = []
+    if mk["flushes"]:
+        out.append(f"{mk['flushes']} MULTIFD_FLUSH on the main channel: per-round sync "
+                   "(8.1+ machine types, spec 5.2)")
+    else:
+        out.append(f"{mk['eos']} ram EOS and no MULTIFD_FLUSH on the main channel: legacy "
+                   "per-section sync (<= 8.0, or an 8.1+ QEMU with a <= 8.0 machine type)")
+    if mk["zero_pages"]:
+        out.append(f"{mk['zero_pages']} zero pages on the main channel: legacy zero-page "
+                   "detection (<= 8.2, or zero-page-detection=legacy)")
+    if mk["machine"]:
+        out.append(f"machine type {mk['machine']} (the QEMU is at least that version)")
+    return out
+
+
+def detect_version(packets, connections=None, *, page_size: int | None = None,
+                   main=None) -> VersionGuess:
     """Which accounting rule the wire implies (spec 6, 7, 10).
 
-    device-state packets -> 10.x; SYNC with pages_alloc 0 -> 9.2+; zero_pages > 0 ->
-    9.0+ (all three: the "written" rule).  SYNC with pages_alloc = page_count and no
-    zero pages -> <= 9.1, which is ambiguous between 7.2 (enqueue) and 8.1-9.1
-    (written): SYNC packets carrying pages, or page-less packets repeating a
-    packet_num, are what 7.2 does (captures/qemu/README.md) and select <= 8.0.
+    ``MIG_CMD_SWITCHOVER_START`` on the main channel or device-state packets -> 10.x;
+    SYNC with pages_alloc 0 -> 9.2+; zero_pages > 0 -> 9.0+ (all: the "written" rule).
+    SYNC with pages_alloc = page_count and no zero pages -> <= 9.1, which is ambiguous
+    between 7.2 (enqueue) and 8.1-9.1 (written): ``MULTIFD_FLUSH`` on the main channel
+    (per-round sync) selects 8.1-9.1; a main channel whose ram sections end without
+    any (per-section sync), SYNC packets carrying pages, or page-less packets repeating
+    a packet_num, are what 7.2 does (captures/qemu/README.md) and select <= 8.0.
+    ``main``: the Capture's ``main`` frame (taken from a Capture given as ``packets``).
     """
+    if main is None:
+        main = main_frame(packets)
+    mk = main_markers(main)
+    mev = _main_evidence(mk)
     packets, connections, _ = unpack(packets, connections)
+    if mk and mk["switchover_start"]:
+        n_ds = int((packets["kind"] == "device_state").sum()) if len(packets) else 0
+        return VersionGuess("10.x", WRITTEN, "detected",
+                            [f"{mk['switchover_start']} MIG_CMD_SWITCHOVER_START on the main "
+                             "channel: 10.0+"]
+                            + ([f"{n_ds} device-state packets: 10.0+"] if n_ds else []) + mev)
     if not len(packets):
-        return VersionGuess("10.x", WRITTEN, "detected", ["no multifd records: assuming 10.x"],
-                            ambiguous=True)
+        return VersionGuess("10.x", WRITTEN, "detected", ["no multifd records: assuming 10.x"]
+                            + mev, ambiguous=True)
     kinds = packets["kind"]
     n_ds = int((kinds == "device_state").sum())
     if n_ds:
         return VersionGuess("10.x", WRITTEN, "detected",
-                            [f"{n_ds} device-state packets (MULTIFD_FLAG_DEVICE_STATE): 10.0+"])
+                            [f"{n_ds} device-state packets (MULTIFD_FLAG_DEVICE_STATE): 10.0+"]
+                            + mev)
     sy = packets[kinds == "sync"]
     alloc0 = int((sy["pages_alloc"].fillna(-1) == 0).sum())
     if alloc0:
         return VersionGuess("9.2+", WRITTEN, "detected",
                             [f"{alloc0} SYNC packets with pages_alloc 0: 9.2+ "
-                             "(counted like 10.x; same totals as 8.1+)"])
+                             "(counted like 10.x; same totals as 8.1+)"]
+                            + (["no MIG_CMD_SWITCHOVER_START on the main channel: 9.2, or "
+                                "10.x with send-switchover-start off (<= 9.2 machine type)"]
+                               if mk and mk["ram_complete"] else []) + mev)
     zp = int(packets["zero_pages"].fillna(0).sum())
     if zp:
         return VersionGuess("9.0+", WRITTEN, "detected",
                             [f"{zp} zero pages listed in packets: 9.0+ multifd zero-page "
-                             "detection (counted after writing, as 8.1+)"])
+                             "detection (counted after writing, as 8.1+)"] + mev)
     psize = page_size_by_channel(packets, connections, page_size)
     full = sum(int(a) == wire.page_count(psize.get(int(c), wire.DEFAULT_PAGE_SIZE))
                for a, c in zip(sy["pages_alloc"].fillna(-1), sy["channel"].fillna(-1)))
     ev = [f"{full} of {len(sy)} SYNC packets have pages_alloc = page_count and no packet "
           "lists zero pages: <= 9.1, ambiguous between 7.2 (<= 8.0 rule: counted at enqueue) "
           "and 8.1-9.1 (counted after writing)"]
+    if mk and mk["eos"] and mk["flushes"]:
+        # MULTIFD_FLUSH exists on the wire from 8.1 on (8.0 forced per-section sync)
+        return VersionGuess("8.1-9.1", WRITTEN, "detected",
+                            ev + mev + ["per-round sync needs QEMU 8.1+: chose 8.1-9.1"])
     markers = []
     sync_pages = int((sy["normal_pages"].fillna(0) > 0).sum())
     if sync_pages:
@@ -173,6 +258,8 @@ def detect_version(packets, connections=None, *, page_size: int | None = None) -
     rep = int((dup["normal_pages"].fillna(0) == 0).sum()) if len(dup) else 0
     if rep:
         markers.append(f"{rep} page-less packets repeat a packet_num (as 7.2 does)")
+    if mk and mk["eos"] and not mk["flushes"]:
+        markers += mev
     if markers:
         return VersionGuess("<=8.0", ENQUEUE, "detected", ev + markers + ["chose <= 8.0"],
                             ambiguous=True)
@@ -316,6 +403,7 @@ def accounting(packets, connections=None, *, qemu_version: str | None = None,
     transferred when it can be derived, truth multifd_bytes); with no reference it
     says whether the decoded records account for every multifd byte on the wire.
     """
+    main_fr = main_frame(packets)
     packets, connections, _ = unpack(packets, connections)
     bd = breakdown(packets, connections, page_size=page_size)
     qmp_mb, qmp_tr, ram = qmp_values(qmp) if qmp is not None else (None, None, {})
@@ -328,7 +416,7 @@ def accounting(packets, connections=None, *, qemu_version: str | None = None,
     if qemu_version:
         guess = _given(qemu_version)
     else:
-        guess = detect_version(packets, connections, page_size=page_size)
+        guess = detect_version(packets, connections, page_size=page_size, main=main_fr)
         refs = [r for r in (qmp_mb, truth_mb) if r is not None]
         if guess.ambiguous and tv.get("profile"):
             evidence = guess.evidence
@@ -416,4 +504,4 @@ def accounting(packets, connections=None, *, qemu_version: str | None = None,
 
 
 __all__ = ["AccountingResult", "VersionGuess", "accounting", "breakdown", "detect_version",
-           "predict", "qmp_values", "truth_values"]
+           "main_frame", "main_markers", "predict", "qmp_values", "truth_values"]

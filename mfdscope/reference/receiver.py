@@ -3,7 +3,8 @@
 One more driver of `mfdscope.parse.ChannelParser` (``keep_payload=True``): each
 multifd connection gets a thread that feeds the parser from ``recv()`` and applies
 its events, validating them as QEMU does (spec 5.6) with QEMU's error texts.  The
-main channel is parsed by `mainchannel.MainChannelParser`.
+main channel is parsed by the dissector's own `mfdscope.mainchannel.MainChannelParser`
+(one decoder for both), asked for one event per page record.
 
 Threads and barriers mirror ``migration/multifd.c``:
 
@@ -33,6 +34,7 @@ import uuid as uuidlib
 
 from .. import wire
 from ..events import DeviceStatePacket, Expert, InitPacket, RamPacket
+from ..mainchannel import MainChannelParser
 from ..parse import ChannelParser
 from . import mainchannel as mc
 from . import net
@@ -133,7 +135,7 @@ class Receiver:
         self.main_sock: socket.socket | None = None
         self.main_peer: str | None = None
         self._main_prefix = b""
-        self.main_parser = mc.MainChannelParser(config.page_size)
+        self.main_parser = MainChannelParser(config.page_size, keep_page_data=True)
         self.main_counts = {"zero": 0, "flush": 0, "eos": 0, "sections": 0, "commands": 0}
         self.main_eof = False
         self._main_thread: threading.Thread | None = None
@@ -298,7 +300,7 @@ class Receiver:
                 return
             sock = self.main_sock
             if self._main_prefix and not self._main_events(
-                    self.main_parser.feed(self._main_prefix)):
+                    self.main_parser.feed(self._main_prefix, time.time())):
                 return
             buf = bytearray(65536)
             while not self.exiting:
@@ -312,28 +314,49 @@ class Receiver:
                         self.fail(f"main channel: read failed: {exc.strerror or exc}")
                     return
                 if n == 0:
-                    self._main_events(self.main_parser.end())
+                    if self._main_events(self.main_parser.end(time.time())) \
+                            and not self.main_eof:
+                        self.fail("main channel ended before QEMU_VM_EOF")
                     return
-                if not self._main_events(self.main_parser.feed(memoryview(buf)[:n])):
+                if not self._main_events(self.main_parser.feed(memoryview(buf)[:n],
+                                                               time.time())):
                     return
         except Exception as exc:
             self.fail(f"main channel: receiver crashed: {exc!r}")
 
     def _main_events(self, events) -> bool:
         """Apply main-channel events; False once the main channel is done."""
+        S = wire.VMSection
         for ev in events:
             if self.exiting:
                 return False
-            if isinstance(ev, mc.MainError):
-                self.fail(ev.message)
-                return False
-            if isinstance(ev, mc.SectionBegin):
+            kind = ev.kind
+            if kind == "expert":
+                # errors (QEMU's texts), a truncated stream or a capture hole stop the
+                # migration; warnings (e.g. a zero page's fill byte) are kept
+                if ev.severity == "error" or ev.group in ("truncated", "hole"):
+                    self.fail(ev.message)
+                    return False
+                if ev.severity == "warn":
+                    self.warnings.append(f"main @{ev.offset}: {ev.message}")
+            elif kind == "section":
                 self.main_counts["sections"] += 1
-            elif isinstance(ev, mc.MemSize):
+                if ev.section_type in (S.SECTION_START, S.SECTION_FULL):
+                    if ev.idstr != mc.RAM_IDSTR:
+                        self.fail(f"Unknown savevm section or instance '{ev.idstr}' "
+                                  f"{ev.instance_id}. Make sure that your current VM setup "
+                                  "matches your saved VM setup, including any hotplugged "
+                                  "devices")
+                        return False
+                    if ev.version_id > mc.RAM_VERSION_ID:
+                        self.fail(f"savevm: unsupported version {ev.version_id} for "
+                                  f"'{ev.idstr}' v{mc.RAM_VERSION_ID}")
+                        return False
+            elif kind == "mem_size":
                 self._mem_size(ev)
-            elif isinstance(ev, mc.ZeroPage):
-                self._main_zero_page(ev)
-            elif isinstance(ev, mc.MultifdFlush):
+            elif kind == "page":
+                self._main_page(ev)
+            elif kind == "flush":
                 self.main_counts["flush"] += 1
                 if not self.beh.per_round_sync:
                     # <= 8.0 does not know the flag (RAM_SAVE_FLAG_MULTIFD_FLUSH is 8.0+)
@@ -341,41 +364,52 @@ class Receiver:
                               f"0x{int(wire.RamSaveFlag.MULTIFD_FLUSH):x}")
                     return False
                 self.recv_sync_main()
-            elif isinstance(ev, mc.Eos):
+            elif kind == "eos":
                 self.main_counts["eos"] += 1
                 if not self.beh.per_round_sync:
                     self.recv_sync_main()
-            elif isinstance(ev, mc.Command):
+            elif kind == "command":
                 self.main_counts["commands"] += 1
                 if ev.cmd == wire.MigCmd.SWITCHOVER_START and self.beh.switchover_start:
                     self.switchover_started = True
                 else:
-                    self.fail(f"MIG_CMD 0x{ev.cmd:x} unknown (len 0x{len(ev.data):x})")
+                    self.fail(f"MIG_CMD 0x{ev.cmd:x} unknown (len 0x{ev.length:x})")
                     return False
-            elif isinstance(ev, mc.VmEof):
+            elif kind == "eof":
                 self.main_eof = True
                 self._complete()
                 return False
+            elif kind == "opaque":
+                self.fail(f"main channel: cannot load the stream from offset {ev.offset}: "
+                          f"{ev.reason}")
+                return False
         return True
 
-    def _mem_size(self, ev: mc.MemSize) -> None:
-        for name, size in ev.blocks:
-            blk = self.blocks.get(name)
+    def _mem_size(self, ev) -> None:
+        for b in ev.blocks:
+            blk = self.blocks.get(b.name)
             if blk is None:
-                return self.fail(f'Unknown ramblock "{name}", cannot accept migration')
-            if size != blk.used_length:
-                return self.fail(f"Length mismatch: {name}: 0x{size:x} in != "
+                return self.fail(f'Unknown ramblock "{b.name}", cannot accept migration')
+            if b.used_length != blk.used_length:
+                return self.fail(f"Length mismatch: {b.name}: 0x{b.used_length:x} in != "
                                  f"0x{blk.used_length:x}")
 
-    def _main_zero_page(self, ev: mc.ZeroPage) -> None:
-        self.main_counts["zero"] += 1
+    def _main_page(self, ev) -> None:
+        """A ZERO (legacy zero-page detection) or PAGE record of the main channel."""
+        if ev.zero:
+            self.main_counts["zero"] += 1
         blk = self.blocks.get(ev.block)
         if blk is None:
             return self.fail(f"Can't find block {ev.block}")
-        if ev.page_offset > blk.used_length - self.page_size:
-            return self.fail(f"Illegal RAM offset {ev.page_offset:x}")
         ps = self.page_size
-        blk.data[ev.page_offset:ev.page_offset + ps] = bytes([ev.fill]) * ps
+        if ev.page_offset > blk.used_length - ps:
+            return self.fail(f"Illegal RAM offset {ev.page_offset:x}")
+        if ev.zero:
+            blk.data[ev.page_offset:ev.page_offset + ps] = bytes([ev.fill]) * ps
+        elif ev.data is None:
+            return self.fail(f"main channel: page {ev.block}+0x{ev.page_offset:x} incomplete")
+        else:
+            blk.data[ev.page_offset:ev.page_offset + ps] = ev.data
 
     def recv_sync_main(self) -> None:
         """``multifd_recv_sync_main``: wait until every channel reached its SYNC, then
@@ -661,7 +695,7 @@ class Receiver:
             "channels": n,
             "address": self.address,
             "classification": "peek" if self.beh.peek_classify else "first-is-main",
-            "main_bytes": self.main_parser.bytes,
+            "main_bytes": self.main_parser.offset,
             "main_records": dict(self.main_counts),
             "main_eof": self.main_eof,
             "switchover_start": self.switchover_started,

@@ -59,10 +59,16 @@ def test_wrong_version_is_a_mismatch_explained():
 
 
 def test_detection_on_real_captures():
-    assert acc.detect_version(open_real("qemu10-nocomp-4ch")).qemu_version == "9.2+"
+    # MIG_CMD_SWITCHOVER_START on the main channel (mfdscope.mainchannel) says 10.0+
+    g = acc.detect_version(open_real("qemu10-nocomp-4ch"))
+    assert g.qemu_version == "10.x" and not g.ambiguous
+    assert any("SWITCHOVER_START" in e for e in g.evidence)
+    # the bare packets frame has no main channel: SYNC pages_alloc 0 gives 9.2+ only
+    assert acc.detect_version(open_real("qemu10-nocomp-4ch").packets).qemu_version == "9.2+"
     g = acc.detect_version(open_real("qemu72-zlib-4ch"))
     assert g.qemu_version == "<=8.0" and g.ambiguous
     assert any("SYNC packets carry pages" in e for e in g.evidence)
+    assert any("legacy per-section sync" in e for e in g.evidence)
 
 
 def test_no_reference_checks_the_wire():
