@@ -12,10 +12,10 @@ Framing rules are spec 4.2 and section 10; validation texts are spec 5.6.
 from __future__ import annotations
 
 import struct
-import zlib
 from collections import deque
 
 from . import wire
+from .codec import DecodeError, Decoder
 from .events import DeviceStatePacket, Expert, Hole, InitPacket, RamPacket, Resync
 
 _COLLECT, _PAYLOAD, _RESYNC = range(3)
@@ -34,59 +34,10 @@ _MAX_PACKET_LEN = max(wire.packet_len(p) for p in wire.SUPPORTED_PAGE_SIZES)
 _VALID_PAGE_COUNTS = {wire.page_count(p): p for p in wire.SUPPORTED_PAGE_SIZES}
 _INIT_RESERVED = wire.INIT.offsets["unused1"]
 _RAM_RESERVED = wire.RAM.offsets["unused32"]
-#: decompressed bytes produced per input piece are bounded by feeding small pieces
-_DECOMP_PIECE = 1024
 
 
 class ParserError(Exception):
     """Raised only for API misuse (e.g. skipping more than is skippable)."""
-
-
-class _DecodeError(Exception):
-    """The compressed data is corrupt (message in QEMU's words, spec 5.6)."""
-
-
-class _Decoder:
-    """One persistent decompressor per channel (zlib or zstd), bounded output."""
-
-    def __init__(self, method: int):
-        self.method = method
-        self.broken = False
-        if method == wire.Compression.ZLIB:
-            self._obj = zlib.decompressobj()
-        else:
-            import zstandard  # imported lazily: only needed on request
-
-            self._obj = zstandard.ZstdDecompressor().decompressobj()
-
-    def decompress(self, data, budget: int) -> bytes | None:
-        """Output for ``data``; None once more than ``budget`` bytes would come out.
-
-        Raises `_DecodeError` for corrupt input: zlib and zstandard raise their own
-        exceptions on it, and corrupt input must become an expert item, not a crash.
-        """
-        out = []
-        produced = 0
-        for i in range(0, len(data), _DECOMP_PIECE):
-            piece = bytes(data[i:i + _DECOMP_PIECE])
-            if self.method == wire.Compression.ZLIB:
-                try:
-                    chunk = self._obj.decompress(piece, budget - produced + 1)
-                except zlib.error as e:
-                    raise _DecodeError(f"inflate returned an error instead of Z_OK ({e})") \
-                        from None
-                if self._obj.unconsumed_tail:
-                    return None
-            else:
-                try:
-                    chunk = self._obj.decompress(piece)
-                except Exception as e:  # zstandard.ZstdError; zstandard is imported lazily
-                    raise _DecodeError(f"decompressStream returned {e}") from None
-            produced += len(chunk)
-            if produced > budget:
-                return None
-            out.append(chunk)
-        return b"".join(out)
 
 
 class ChannelParser:
@@ -108,7 +59,7 @@ class ChannelParser:
         self.keep_payload = keep_payload
         self.channel_id: int | None = None
         self.compression: int | None = None  # first compression seen with pages
-        self._decoder: _Decoder | None = None
+        self._decoder: Decoder | None = None
         self._events: list = []
         self._off = 0  # stream offset of the next byte the state machine consumes
         self._rec = bytearray()
@@ -575,7 +526,7 @@ class ChannelParser:
         self._expected_out = 0
         if comp in (wire.Compression.ZLIB, wire.Compression.ZSTD) and self.decompress and payload:
             if self._decoder is None:
-                self._decoder = _Decoder(comp)
+                self._decoder = Decoder(comp)
             if not self._decoder.broken:
                 self._expected_out = normal * self.page_size
                 self._decoded = 0
@@ -667,7 +618,7 @@ class ChannelParser:
         dec = self._decoder
         try:
             out = dec.decompress(data, self._expected_out - self._decoded)
-        except _DecodeError as e:
+        except DecodeError as e:
             dec.broken = True
             self._payload = None  # what was decoded so far is not the packet's pages
             self._expert(self._rec_off, t, "error", f"multifd {self.channel_id}: {e}",

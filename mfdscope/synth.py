@@ -8,10 +8,11 @@ gigabyte ones.  Records come from `wire`'s builders, like everywhere else.
 from __future__ import annotations
 
 import random
-import zlib
 from dataclasses import dataclass, field
 
 from . import wire
+from .codec import compressor
+from .reference.mainchannel import MainChannelWriter
 
 
 @dataclass
@@ -49,7 +50,7 @@ def generate(cfg: SynthConfig):
     count = wire.page_count(cfg.page_size)
     comp = wire.Compression.from_label(cfg.compression)
     truth = Truth([[] for _ in range(cfg.channels)], [0] * cfg.channels)
-    compressors = [_compressor(comp) for _ in range(cfg.channels)]
+    compressors = [compressor(comp) for _ in range(cfg.channels)]
     packet_num = 0
     block = cfg.ramblock.encode()
     fixed_page = rng.randbytes(cfg.page_size)
@@ -60,12 +61,16 @@ def generate(cfg: SynthConfig):
         truth.bytes[ch] += len(data)
         return ch, data
 
-    yield -1, wire.QEVM_HEADER.pack(magic=wire.QEMU_VM_FILE_MAGIC,
-                                    version=wire.QEMU_VM_FILE_VERSION)
+    # the main channel as QEMU writes its ram section (spec 4.6, 5.2): per-round
+    # MULTIFD_FLUSH (8.1+) or one SYNC per ram EOS (<= 8.0), zero pages on main before 9.0
+    main = MainChannelWriter(cfg.page_size)
+    main.header()
+    main.section_start([(cfg.ramblock, cfg.ram_pages * cfg.page_size)])
+    yield -1, main.take()
     for ch in range(cfg.channels):
         yield emit(ch, "init", wire.pack_init(ch, cfg.uuid), channel_id=ch)
 
-    def sync_round():
+    def sync_round(flush: bool):
         nonlocal packet_num
         for ch in range(cfg.channels):
             alloc = 0 if prof.sync_pages_alloc_zero else count
@@ -73,16 +78,27 @@ def generate(cfg: SynthConfig):
                                  packet_num=packet_num, pages_alloc=alloc, next_packet_size=0)
             yield emit(ch, "sync", data, packet_num=packet_num, normal_pages=0, zero_pages=0)
             packet_num += 1
-        yield -1, b"\0\0\0\0\0\0\x02\0"  # RAM_SAVE_FLAG_MULTIFD_FLUSH stand-in
+        if flush:
+            main.multifd_flush()
 
-    yield from sync_round()
+    def end_of_section():
+        main.eos()
+        return -1, main.take()
+
+    yield from sync_round(prof.per_round_sync)
+    yield end_of_section()
     zero_map = [rng.random() < cfg.zero_share for _ in range(cfg.ram_pages)]
     channel = 0
     for _ in range(cfg.rounds):
+        main.section_part()
         for first in range(0, cfg.ram_pages, count):
             idx = range(first, min(first + count, cfg.ram_pages))
             normal = [i for i in idx if not zero_map[i]]
-            zero = [i for i in idx if zero_map[i]] if prof.zero_pages else []
+            zero = [i for i in idx if zero_map[i]]
+            if not prof.zero_pages:  # legacy zero-page detection: on the main channel
+                for i in zero:
+                    main.zero_page(cfg.ramblock, i * cfg.page_size)
+                zero = []
             if not normal and not zero:
                 continue
             pages = [fixed_page if cfg.fast_pages else _page(cfg.seed, i, cfg.page_size)
@@ -103,7 +119,11 @@ def generate(cfg: SynthConfig):
             yield emit(ch, "ram", hdr + payload, packet_num=packet_num,
                        normal_pages=len(normal), zero_pages=len(zero), payload_len=len(payload))
             packet_num += 1
-        yield from sync_round()
+        yield from sync_round(prof.per_round_sync)
+        yield end_of_section()
+    if prof.switchover_start:
+        main.switchover_start()
+    main.section_end()
     if cfg.devices and prof.device_state:
         # device buffers interleave device by device, round robin over channels
         queues = [[(idstr, inst, idx, nbuf, size) for idx in range(nbuf + 1)]
@@ -124,7 +144,11 @@ def generate(cfg: SynthConfig):
                 yield emit(ch, "device_state", hdr + body, idstr=idstr, instance_id=inst,
                            vfio_idx=idx, vfio_flags=int(is_config),
                            next_packet_size=len(body))
-    yield -1, b"\0"  # QEMU_VM_EOF
+    if prof.final_sync or not prof.per_round_sync:
+        yield from sync_round(prof.final_flush)
+    main.eos()
+    main.eof()
+    yield -1, main.take()
     return truth
 
 
@@ -150,19 +174,6 @@ def _page(seed: int, index: int, page_size: int) -> bytes:
 def _config_blob(rng: random.Random) -> bytes:
     return (wire.OFFSET.pack(wire.VFIO_MIG_FLAG_DEV_CONFIG_STATE) + rng.randbytes(64)
             + wire.OFFSET.pack(wire.VFIO_MIG_FLAG_END_OF_STATE))
-
-
-def _compressor(comp: int):
-    """One persistent compressor per channel, sync-flushed per packet (spec 4.4)."""
-    if comp == wire.Compression.ZLIB:
-        obj = zlib.compressobj(1)
-        return lambda raw: obj.compress(raw) + obj.flush(zlib.Z_SYNC_FLUSH)
-    if comp == wire.Compression.ZSTD:
-        import zstandard
-
-        zobj = zstandard.ZstdCompressor(level=1).compressobj()
-        return lambda raw: zobj.compress(raw) + zobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
-    return None
 
 
 def write_capture(fileobj, cfg: SynthConfig, *, segment_size: int = 65483,

@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from .. import wire
-from ..synth import _compressor
+from ..codec import compressor
 from . import net
 from .config import ConfigError, MigrationConfig
 from .mainchannel import MainChannelWriter
@@ -83,7 +83,7 @@ class _Channel:
         self.packet_num = 0  # <= 8.2: assigned by the migration thread
         self.next_packet_size = 0  # <= 9.1: stale across packets
         self.packet = bytearray(packet_len)  # <= 9.1: reused without clearing
-        self.compress = _compressor(method)
+        self.compress = compressor(method)
         self.bytes = 0
         self.records: list[dict] = []
         self.packets_sent = 0  # RAM + SYNC (multifd_send_thread_end)

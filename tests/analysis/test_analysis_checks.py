@@ -11,7 +11,8 @@ def test_all_pass(devices_capture):
     table, ok = checks.check(cap, truth=tj)
     assert ok, table.to_string()
     assert set(table["check"]) == {"channels", "bytes", "records", "sequence",
-                                   "device_state_order", "main_bytes", "accounting"}
+                                   "device_state_order", "main_bytes", "accounting",
+                                   "sync_pairing"}
     assert (table["check"] == "bytes").sum() == 4
 
 
