@@ -156,15 +156,19 @@ def build(cfg: SynthConfig) -> tuple[bytes, list[bytes], Truth]:
     """The main stream, each channel's stream, and the truth, all in memory."""
     main = bytearray()
     chans = [bytearray() for _ in range(cfg.channels)]
+    truth = _run(cfg, lambda ch, data: (main if ch < 0 else chans[ch]).extend(data))
+    return bytes(main), [bytes(c) for c in chans], truth
+
+
+def _run(cfg: SynthConfig, on_chunk) -> Truth:
+    """Drive `generate`, handing each ``(channel, data)`` to ``on_chunk``."""
     gen = generate(cfg)
     while True:
         try:
             ch, data = next(gen)
         except StopIteration as stop:
-            truth = stop.value
-            break
-        (main if ch < 0 else chans[ch]).extend(data)
-    return bytes(main), [bytes(c) for c in chans], truth
+            return stop.value
+        on_chunk(ch, data)
 
 
 def _page(seed: int, index: int, page_size: int) -> bytes:
@@ -207,20 +211,17 @@ def write_capture(fileobj, cfg: SynthConfig, *, segment_size: int = 65483,
         frame(flow, False, "SA")
         frame(flow, True, "A")
 
-    gen = generate(cfg)
     main = cfg.channels  # the main connection's flow number
-    while True:
-        try:
-            ch, data = next(gen)
-        except StopIteration as stop:
-            truth = stop.value
-            break
+
+    def send(ch: int, data: bytes) -> None:
         flow = main if ch < 0 else ch
         if flow not in seqs:
             open_flow(flow)
         view = memoryview(data)
         for start in range(0, len(view), segment_size):
             frame(flow, True, "PA", view[start:start + segment_size])
+
+    truth = _run(cfg, send)
     for flow in sorted(seqs):
         frame(flow, True, "FA")
         frame(flow, False, "FA")

@@ -16,7 +16,7 @@ import random
 import struct
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -95,36 +95,7 @@ EOS = u64(F.EOS)
 EOF = u8(S.EOF)
 
 
-@dataclass(frozen=True)
-class Gap:
-    n: int
-
-
-@dataclass
-class Stream:
-    segs: list = field(default_factory=list)
-    at: dict = field(default_factory=dict)
-    size: int = 0
-
-    def add(self, data: bytes, label: str | None = None) -> "Stream":
-        if label:
-            self.at[label] = self.size
-        if self.segs and isinstance(self.segs[-1], bytes):
-            self.segs[-1] += data
-        else:
-            self.segs.append(bytes(data))
-        self.size += len(data)
-        return self
-
-    def hole(self, n: int, label: str | None = None) -> "Stream":
-        if label:
-            self.at[label] = self.size
-        self.segs.append(Gap(n))
-        self.size += n
-        return self
-
-    def __getitem__(self, label: str) -> int:
-        return self.at[label]
+from stream_builder import Gap, Stream  # noqa: E402  (tests/ is on sys.path)
 
 
 # =========================================================================== drivers

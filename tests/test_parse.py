@@ -17,7 +17,7 @@ import random
 import time
 import tracemalloc
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 import zstandard
@@ -100,45 +100,7 @@ def patch(data: bytes, at: int, new: bytes) -> bytes:
     return data[:at] + new + data[at + len(new):]
 
 
-@dataclass(frozen=True)
-class Gap:
-    """Bytes of the stream that the capture does not hold (`feed_hole`)."""
-
-    n: int
-
-
-@dataclass
-class Stream:
-    """A channel under construction: byte pieces, capture holes and named offsets."""
-
-    segs: list = field(default_factory=list)
-    at: dict = field(default_factory=dict)
-    size: int = 0
-
-    def add(self, data: bytes, name: str | None = None) -> "Stream":
-        if name:
-            self.at[name] = self.size
-        if self.segs and isinstance(self.segs[-1], bytes):
-            self.segs[-1] += data
-        else:
-            self.segs.append(bytes(data))
-        self.size += len(data)
-        return self
-
-    def hole(self, n: int, name: str | None = None) -> "Stream":
-        if name:
-            self.at[name] = self.size
-        self.segs.append(Gap(n))
-        self.size += n
-        return self
-
-    def __getitem__(self, name: str) -> int:
-        return self.at[name]
-
-    @property
-    def data(self) -> bytes:
-        assert all(isinstance(s, bytes) for s in self.segs)
-        return b"".join(self.segs)
+from stream_builder import Gap, Stream  # noqa: E402  (tests/ is on sys.path)
 
 
 # =========================================================================== expectations

@@ -62,27 +62,6 @@ COUNTERS = ("frames", "tcp", "non_ip", "non_tcp", "fragments", "truncated",
             "malformed", "unknown_linktype")
 
 
-class Segments:
-    """Decoded TCP frames of one batch, in capture order (one entry per TCP frame).
-
-    ``frame`` indexes the batch.  Addresses are 128-bit as two uint64 halves; IPv4
-    addresses are IPv4-mapped (``hi == 0``, ``lo == 0xffff_xxxxxxxx``).
-    ``payload_len`` is what the IP header says (capped by the frame's original length);
-    ``payload_caplen`` is the part actually present in the buffer.
-    """
-
-    __slots__ = ("frame", "ipver", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport",
-                 "dport", "seq", "ack", "flags", "payload_off", "payload_len",
-                 "payload_caplen", "time", "wire_len")
-
-    def __init__(self, **columns):
-        for name in self.__slots__:
-            setattr(self, name, columns[name])
-
-    def __len__(self):
-        return len(self.frame)
-
-
 ETH_TYPES = layout([("type", 0, "u2"), ("tag1_type", 4, "u2"), ("tag2_type", 8, "u2")])
 BE16 = layout([("v", 0, "u2")])
 NULL_FAMILY = layout([("b0", 0, "u1"), ("b3", 3, "u1")])
