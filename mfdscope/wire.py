@@ -8,6 +8,7 @@ nothing else in the package spells a magic number, offset or flag value.
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -163,9 +164,13 @@ def compression_label(value: int) -> str:
     return member.label if member is not None else f"0x{value:x}"
 
 
+_FLAG_BITS = tuple((int(f), f.name) for f in Flag)
+
+
+@functools.lru_cache(maxsize=256)
 def flag_names(flags: int) -> str:
     """``"SYNC|ZLIB"``-style names; unknown bits as hex, ``""`` for 0 (nocomp)."""
-    names = [f.name for f in Flag if flags & f]
+    names = [name for bit, name in _FLAG_BITS if flags & bit]
     unknown = flags & ~KNOWN_FLAGS
     if unknown:
         names.append(f"0x{unknown:x}")
