@@ -95,7 +95,7 @@ EOS = u64(F.EOS)
 EOF = u8(S.EOF)
 
 
-from stream_builder import Gap, Stream  # noqa: E402  (tests/ is on sys.path)
+from stream_builder import Drivers, Stream  # noqa: E402  (tests/ is on sys.path)
 
 
 # =========================================================================== drivers
@@ -134,64 +134,9 @@ def warn(msg, **kw): return E("expert", dict(severity="warn", msg=msg, **kw))
 def note(msg, **kw): return E("expert", dict(severity="note", msg=msg, **kw))
 
 
-def _run(segs, kw, feed_bytes):
-    p = MainChannelParser(**kw)
-    out = []
-    for seg in segs:
-        out += p.feed_hole(seg.n, T) if isinstance(seg, Gap) else feed_bytes(p, seg)
-    out += p.end(T)
-    return out, p
-
-
-def whole(segs, kw):
-    return _run(segs, kw, lambda p, b: p.feed(b, T))
-
-
-def byte_by_byte(segs, kw):
-    def feed(p, b):
-        mv, out = memoryview(b), []
-        for i in range(len(b)):
-            out += p.feed(mv[i:i + 1], T)
-        return out
-    return _run(segs, kw, feed)
-
-
-def random_splits(seed):
-    def driver(segs, kw):
-        rnd = random.Random(seed)
-
-        def feed(p, b):
-            cuts = sorted({rnd.randrange(1, len(b)) for _ in range(25)} if len(b) > 1 else set())
-            out, prev = [], 0
-            for c in cuts + [len(b)]:
-                buf = bytearray(b[prev:c])  # a live capture reuses its buffer
-                out += p.feed(buf, T)
-                buf[:] = b"\xee" * len(buf)
-                prev = c
-            return out
-        return _run(segs, kw, feed)
-    driver.__name__ = f"random_splits({seed})"
-    return driver
-
-
-def skipping(segs, kw):
-    rnd = random.Random(3)
-
-    def feed(p, b):
-        out, pos = [], 0
-        while pos < len(b):
-            n = min(p.skippable, len(b) - pos)
-            if n > 0:
-                out += p.skip(n, T)
-            else:
-                n = min(rnd.randint(1, 30), len(b) - pos)
-                out += p.feed(b[pos:pos + n], T)
-            pos += n
-        return out
-    return _run(segs, kw, feed)
-
-
-DRIVERS = [byte_by_byte, *(random_splits(s) for s in range(4)), skipping]
+_DRIVE = Drivers(lambda **kw: MainChannelParser(**kw), T)
+whole = _DRIVE.whole
+DRIVERS = _DRIVE.all
 
 
 def run_case(stream: Stream, expect, **kw):

@@ -100,7 +100,7 @@ def patch(data: bytes, at: int, new: bytes) -> bytes:
     return data[:at] + new + data[at + len(new):]
 
 
-from stream_builder import Gap, Stream  # noqa: E402  (tests/ is on sys.path)
+from stream_builder import Drivers, Stream  # noqa: E402  (tests/ is on sys.path)
 
 
 # =========================================================================== expectations
@@ -143,73 +143,32 @@ def note(msg, **kw): return E("expert", dict(severity="note", msg=msg, **kw))
 RECORDS = (InitPacket, RamPacket, DeviceStatePacket)
 
 
-def _run(segs, kw, feed_bytes) -> list:
-    p = ChannelParser(**kw)
-    out = []
-    for seg in segs:
-        if isinstance(seg, Gap):
-            out += p.feed_hole(seg.n, T)
-        else:
-            out += feed_bytes(p, seg)
-    out += p.end(T)
-    return out
+def _header_cuts(b: bytes) -> set:
+    """Cut points right around every record boundary we can guess (magic at 12n)."""
+    return {i + d for i in range(0, len(b), 12) if b[i:i + 4] == GARBAGE[:4]
+            for d in (-1, 0, 1, 11, 12, 13)}
 
 
-def whole(segs, kw):
-    return _run(segs, kw, lambda p, b: p.feed(b, T))
+_DRIVE = Drivers(lambda **kw: ChannelParser(**kw), T, boundary_cuts=_header_cuts)
 
 
-def byte_by_byte(segs, kw):
-    def feed(p, b):
-        mv, out = memoryview(b), []
-        for i in range(len(b)):
-            out += p.feed(mv[i:i + 1], T)
-        return out
-    return _run(segs, kw, feed)
+def _events_only(driver):
+    def run(segs, kw):
+        return driver(segs, kw)[0]
+    run.__name__ = driver.__name__
+    return run
+
+
+whole = _events_only(_DRIVE.whole)
+byte_by_byte = _events_only(_DRIVE.byte_by_byte)
+skipping = _events_only(_DRIVE.skipping)
 
 
 def random_splits(seed: int):
-    def driver(segs, kw):
-        rnd = random.Random(seed)
-
-        def feed(p, b):
-            # cuts: random, plus a few right around every record boundary we can guess
-            cuts = {rnd.randrange(len(b) + 1) for _ in range(20)}
-            cuts |= {i + d for i in range(0, len(b), 12) if b[i:i + 4] == GARBAGE[:4]
-                     for d in (-1, 0, 1, 11, 12, 13)}
-            cuts = sorted(c for c in cuts if 0 < c < len(b))
-            out, prev = [], 0
-            for c in cuts + [len(b)]:
-                # a live capture reuses its buffer: the parser must not keep references
-                buf = bytearray(b[prev:c])
-                out += p.feed(buf, T)
-                buf[:] = b"\xee" * len(buf)
-                prev = c
-            return out
-        return _run(segs, kw, feed)
-    driver.__name__ = f"random_splits({seed})"
-    return driver
+    return _events_only(_DRIVE.random_splits(seed))
 
 
-def skipping(segs, kw):
-    """Skip page data whenever the parser allows it, else feed small pieces."""
-    rnd = random.Random(7)
-
-    def feed(p, b):
-        out, pos = [], 0
-        while pos < len(b):
-            n = min(p.skippable, len(b) - pos)
-            if n > 0:
-                out += p.skip(n, T)
-            else:
-                n = min(rnd.randint(1, 40), len(b) - pos)
-                out += p.feed(b[pos:pos + n], T)
-            pos += n
-        return out
-    return _run(segs, kw, feed)
-
-
-DRIVERS = [byte_by_byte, *(random_splits(s) for s in range(4)), skipping]
+DRIVERS = [_events_only(d) for d in _DRIVE.all]
 
 
 def check_tiling(events, size: int) -> None:
