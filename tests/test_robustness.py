@@ -384,3 +384,32 @@ def test_lying_original_length_on_a_gso_frame_loses_nothing_after_it(tmp_path):
     conn = cap.connections.iloc[0]
     assert conn["holes"] == 0 and conn["bytes"] == truth.bytes[0]
     assert cap.packets["stream_offset"].tolist() == [r["offset"] for r in truth.records[0]]
+
+
+def test_corrupt_record_length_mid_file_resumes_at_the_next_record(tmp_path):
+    """A record header whose caplen is garbage used to end reading there; the reader
+    now finds the next plausible record (two in a row, timestamps near the last good
+    one) and goes on, losing only the damaged frame."""
+    cfg = synth.SynthConfig(profile="10.0", ram_pages=1024, channels=2)
+    main, chans, truth = synth.build(cfg)
+    flows = [pw.TcpFlowWriter(client=("192.0.2.1", 40000 + i), t0=1000.0 + i * 1e-4)
+             .handshake().send(d, segment_size=1448).close() for i, d in enumerate(chans)]
+    clean_path = tmp_path / "clean.pcap"
+    with open(clean_path, "wb") as fh:
+        pw.write_pcap(fh, pw.interleave(*flows))
+    data = bytearray(clean_path.read_bytes())
+    offsets, off = [], 24
+    while off < len(data):
+        offsets.append(off)
+        off += 16 + struct.unpack_from("<I", data, off + 8)[0]
+    victim = offsets[len(offsets) // 2]
+    struct.pack_into("<I", data, victim + 8, 0xF0000000)  # caplen far beyond any frame
+    cap = open_mutant(tmp_path, bytes(data))
+    msgs = cap.expert["message"]
+    assert msgs.str.contains(f"corrupt record at byte {victim}").any()
+    assert msgs.str.contains("reading resumed at byte").any()
+    # one frame lost: one channel has a hole, and both still decode to their ends
+    assert cap.connections["holes"].sum() == 1
+    for ch, recs in enumerate(truth.records):
+        got = cap.packets[cap.packets["channel"] == ch]
+        assert got["stream_offset"].max() == recs[-1]["offset"]

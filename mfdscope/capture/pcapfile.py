@@ -44,6 +44,11 @@ PCAPNG_DEFAULT_TSRESOL = 6  # microseconds
 MAX_TSRESOL_TICKS = (1 << 64) - 1  # ticks per second must fit the uint64 arithmetic
 
 MAX_CAPLEN = 256 << 20  # a longer record is a corrupt length field, never allocated
+#: after a corrupt record header, how far to look for the next plausible one, and what
+#: "plausible" allows: a frame this long at most, a timestamp this close to the last
+RESYNC_WINDOW = 64 << 20
+RESYNC_MAX_FRAME = 16 << 20
+RESYNC_MAX_SKEW = 86400  # seconds
 DEFAULT_MAX_PACKETS = 65536
 STREAM_CHUNK = 4 << 20  # bytes asked of a pipe per read
 GATHER_MIN_ITEM = 8  # numpy gathers 4-byte void items ~6x slower than 8-byte ones
@@ -112,8 +117,13 @@ def _truncated(warnings, at, have, need):
                     f"({have} of {need} bytes)")
 
 
-def _corrupt(warnings, at, what):
-    warnings.append(f"corrupt record at byte {at}: {what}; reading stopped there")
+def _corrupt(warnings, at, what, resumed=None):
+    if resumed is None:
+        warnings.append(f"corrupt record at byte {at}: {what}; no valid record follows "
+                        f"within {RESYNC_WINDOW >> 20} MiB: reading stopped there")
+    else:
+        warnings.append(f"corrupt record at byte {at}: {what}; skipped "
+                        f"{resumed - at} bytes, reading resumed at byte {resumed}")
 
 
 # ------------------------------------------------------------------------- pcap
@@ -212,6 +222,7 @@ class CaptureFile:
     def _pcap_batches(self, max_packets):
         caplen_at = U32[self._order]
         off, end, rec = PCAP_HEADER_LEN, self.size, self._rec_len
+        last_time = None  # of the last good record: what a resynchronised one is near
         while off < end:
             offs, nxt = _walk_pcap(self._mm, off, end, max_packets, caplen_at, rec)
             batch = _pcap_columns(self.buf, offs, self._order, rec, self._scale,
@@ -219,11 +230,17 @@ class CaptureFile:
             bad = _first_bad_caplen(batch)
             if bad is not None:
                 at = int(batch.data_off[bad]) - rec
-                _corrupt(self.warnings, at, f"caplen {int(batch.caplen[bad])} exceeds "
-                                            f"{MAX_CAPLEN}")
                 if bad:
                     yield _cut(batch, bad)
-                return
+                if bad:
+                    last_time = float(batch.time[bad - 1])
+                resumed = self._resync_pcap(at + 1, last_time)
+                _corrupt(self.warnings, at, f"caplen {int(batch.caplen[bad])} exceeds "
+                                            f"{MAX_CAPLEN}", resumed)
+                if resumed is None:
+                    return
+                off = resumed
+                continue
             stop = True
             if nxt > end:  # the last record runs past the end of the file
                 last = offs[-1] - PCAP_CAPLEN_AT
@@ -234,10 +251,53 @@ class CaptureFile:
             else:
                 stop = False
             if len(batch):
+                last_time = float(batch.time[-1])
                 yield batch
             if stop:
                 return
             off = nxt
+
+    def _plausible(self, pos: int, last_sec: int | None) -> bool:
+        """Could a pcap record header start at ``pos``?  (lengths, timestamp)"""
+        if pos + self._rec_len > self.size:
+            return False
+        sec, frac, caplen, origlen = struct.unpack_from(self._order + "IIII", self._mm, pos)
+        limit = 1_000_000_000 if self._scale < 1e-6 else 1_000_000
+        return (frac < limit and caplen <= origlen <= RESYNC_MAX_FRAME and caplen > 0
+                and pos + self._rec_len + caplen <= self.size
+                and (last_sec is None or abs(sec - last_sec) <= RESYNC_MAX_SKEW))
+
+    def _resync_pcap(self, start: int, last_time: float | None) -> int | None:
+        """The first offset after ``start`` where two plausible record headers follow
+        each other (or one ends exactly at the end of the file), else None.
+
+        Only positions whose seconds field is near the last good timestamp are tried,
+        found with numpy over each 4-byte alignment, so a long scan stays fast.
+        """
+        # without a timestamp to match every position is a candidate: look less far
+        end = min(self.size, start + (RESYNC_WINDOW if last_time is not None else 1 << 20))
+        if end - start < self._rec_len:
+            return None
+        window = np.frombuffer(self._mm, np.uint8, end - start, start)
+        u32 = np.dtype(np.uint32).newbyteorder(self._order)
+        cands = []
+        for k in range(4):
+            n = (len(window) - k) // 4
+            secs = window[k:k + 4 * n].view(u32)
+            if last_time is None:
+                hits = np.arange(n)
+            else:
+                hits = np.flatnonzero(np.abs(secs.astype(np.int64) - int(last_time))
+                                      <= RESYNC_MAX_SKEW)
+            cands.append(start + k + 4 * hits)
+        last_sec = None if last_time is None else int(last_time)
+        for pos in np.sort(np.concatenate(cands)).tolist():
+            if not self._plausible(pos, last_sec):
+                continue
+            nxt = pos + self._rec_len + U32[self._order].unpack_from(self._mm, pos + 8)[0]
+            if nxt == self.size or self._plausible(nxt, last_sec):
+                return pos
+        return None
 
     def close(self):
         try:

@@ -224,14 +224,28 @@ def test_truncation_warning_text(tmp_path):
                         f"({16 + 70} of {16 + 80} bytes)"]
 
 
-def test_corrupt_caplen_stops_with_warning(tmp_path):
+def test_corrupt_caplen_skips_to_the_next_record_with_warning(tmp_path):
     data = bytearray(write_pcap_file(tmp_path / "a", frames_of([60, 80, 70])).read_bytes())
+    second = 24 + 16 + 60
+    third = second + 16 + 80
+    struct.pack_into("<I", data, second + 8, 0x7FFFFFF0)
+    (tmp_path / "b").write_bytes(bytes(data))
+    rows, warnings, _ = read_all(tmp_path / "b")
+    assert len(rows) == 2 and len(warnings) == 1  # the first and the third frame
+    assert warnings[0] == (f"corrupt record at byte {second}: caplen {0x7FFFFFF0} exceeds "
+                           f"{256 << 20}; skipped {third - second} bytes, reading resumed "
+                           f"at byte {third}")
+
+
+def test_corrupt_caplen_with_nothing_plausible_after_it_stops(tmp_path):
+    data = bytearray(write_pcap_file(tmp_path / "a", frames_of([60, 80])).read_bytes())
     second = 24 + 16 + 60
     struct.pack_into("<I", data, second + 8, 0x7FFFFFF0)
     (tmp_path / "b").write_bytes(bytes(data))
     rows, warnings, _ = read_all(tmp_path / "b")
     assert len(rows) == 1 and len(warnings) == 1
     assert warnings[0].startswith(f"corrupt record at byte {second}")
+    assert warnings[0].endswith("reading stopped there")
 
 
 # ----------------------------------------------------------------- batches
