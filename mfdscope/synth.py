@@ -171,6 +171,22 @@ def _run(cfg: SynthConfig, on_chunk) -> Truth:
         on_chunk(ch, data)
 
 
+def tcp_flows(main: bytes, channels: list[bytes], *, segment_size: int = 1448,
+              dt: float = 1e-5) -> list:
+    """Editable TCP conversations (`capture.pcapwriter.TcpFlowWriter`), one per
+    channel (index = channel id) plus the main one last, for tests to damage and
+    write; `write_capture` is the streaming path for big captures."""
+    from .capture import pcapwriter as pw
+
+    flows = []
+    for i, data in enumerate([*channels, main]):
+        f = pw.TcpFlowWriter(client=("192.0.2.1", 40000 + i), server=("192.0.2.2", 4444),
+                             t0=1000.0 + i * 1e-4, dt=dt)
+        f.handshake().send(data, segment_size=segment_size, ack_every=8).close()
+        flows.append(f)
+    return flows
+
+
 def _page(seed: int, index: int, page_size: int) -> bytes:
     return random.Random(seed * 1_000_003 + index).randbytes(page_size)
 

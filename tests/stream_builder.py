@@ -118,3 +118,27 @@ class Drivers:
                 pos += n
             return out
         return self.run(segs, kw, feed)
+
+
+@dataclass
+class E:
+    """Matches one event: its kind, and the listed attributes (``msg``: substring)."""
+
+    kind: str
+    fields: dict
+
+    def mismatch(self, ev) -> str | None:
+        if ev.kind != self.kind:
+            return f"kind {ev.kind!r} != {self.kind!r}"
+        for name, want in self.fields.items():
+            if name == "msg":
+                if want not in ev.message:
+                    return f"message {ev.message!r} lacks {want!r}"
+                continue
+            got = getattr(ev, name)
+            if got != want:
+                return f"{name} = {got!r}, expected {want!r}"
+        return None
+
+    def __repr__(self) -> str:
+        return f"{self.kind}({', '.join(f'{k}={v!r}' for k, v in self.fields.items())})"

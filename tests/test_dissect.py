@@ -22,13 +22,7 @@ DEVICES = (("0000:00:04.0/vfio", 0, 3, 5000), ("0000:00:05.0/vfio", 0, 2, 700))
 def flows_for(cfg: synth.SynthConfig, segment_size: int = 1448):
     """One TcpFlowWriter per channel (index = channel id) plus the main one (last)."""
     main, chans, truth = synth.build(cfg)
-    flows = []
-    for i, data in enumerate([*chans, main]):
-        f = pw.TcpFlowWriter(client=("192.0.2.1", 40000 + i), server=("192.0.2.2", 4444),
-                             t0=1000.0 + i * 1e-4, dt=1e-5)
-        f.handshake().send(data, segment_size=segment_size, ack_every=8).close()
-        flows.append(f)
-    return flows, truth
+    return synth.tcp_flows(main, chans, segment_size=segment_size), truth
 
 
 def write(tmp_path, flows, name="mig.pcap"):

@@ -16,7 +16,6 @@ import random
 import struct
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -95,32 +94,10 @@ EOS = u64(F.EOS)
 EOF = u8(S.EOF)
 
 
-from stream_builder import Drivers, Stream  # noqa: E402  (tests/ is on sys.path)
+from stream_builder import Drivers, E, Stream  # noqa: E402  (tests/ is on sys.path)
 
 
 # =========================================================================== drivers
-@dataclass
-class E:
-    """Matches one event: its kind and the listed attributes (``msg``: substring)."""
-
-    kind: str
-    fields: dict
-
-    def mismatch(self, ev) -> str | None:
-        if ev.kind != self.kind:
-            return f"kind {ev.kind!r} != {self.kind!r}"
-        for k, want in self.fields.items():
-            if k == "msg":
-                if want not in ev.message:
-                    return f"message {ev.message!r} lacks {want!r}"
-                continue
-            got = getattr(ev, k)
-            if got != want:
-                return f"{k} = {got!r}, expected {want!r}"
-        return None
-
-    def __repr__(self) -> str:
-        return f"{self.kind}({', '.join(f'{k}={v!r}' for k, v in self.fields.items())})"
 
 
 def e(kind, at=None, **kw):

@@ -17,7 +17,6 @@ import random
 import time
 import tracemalloc
 import zlib
-from dataclasses import dataclass
 
 import pytest
 import zstandard
@@ -100,32 +99,10 @@ def patch(data: bytes, at: int, new: bytes) -> bytes:
     return data[:at] + new + data[at + len(new):]
 
 
-from stream_builder import Drivers, Stream  # noqa: E402  (tests/ is on sys.path)
+from stream_builder import Drivers, E, Stream  # noqa: E402  (tests/ is on sys.path)
 
 
 # =========================================================================== expectations
-@dataclass
-class E:
-    """Matches one event: its kind, and the listed attributes (``msg``: substring)."""
-
-    kind: str
-    fields: dict
-
-    def mismatch(self, ev) -> str | None:
-        if ev.kind != self.kind:
-            return f"kind {ev.kind!r} != {self.kind!r}"
-        for name, want in self.fields.items():
-            if name == "msg":
-                if want not in ev.message:
-                    return f"message {ev.message!r} lacks {want!r}"
-                continue
-            got = getattr(ev, name)
-            if got != want:
-                return f"{name} = {got!r}, expected {want!r}"
-        return None
-
-    def __repr__(self) -> str:
-        return f"{self.kind}({', '.join(f'{k}={v!r}' for k, v in self.fields.items())})"
 
 
 def init_(at, **kw): return E("init", dict(offset=at, **kw))

@@ -42,12 +42,7 @@ def synthetic_pcap(profile="10.0", compression="none", channels=2, segment=1448,
     cfg = synth.SynthConfig(profile=profile, compression=compression, channels=channels,
                             ram_pages=ram_pages, devices=devices)
     main, chans, _ = synth.build(cfg)
-    flows = []
-    for i, data in enumerate([*chans, main]):
-        f = pw.TcpFlowWriter(client=("192.0.2.1", 40000 + i), server=("192.0.2.2", 4444),
-                             t0=1000.0 + i * 1e-4, dt=1e-5)
-        f.handshake().send(data, segment_size=segment, ack_every=8).close()
-        flows.append(f)
+    flows = synth.tcp_flows(main, chans, segment_size=segment)
     out = io.BytesIO()
     pw.write_pcap(out, pw.interleave(*flows))
     return out.getvalue()

@@ -33,13 +33,7 @@ def qmp_of(name: str) -> dict:
 def flows_for(cfg: synth.SynthConfig, segment_size: int = 1448, dt: float = 1e-5):
     """One TcpFlowWriter per channel (index = channel id) plus the main one (last)."""
     main, chans, truth = synth.build(cfg)
-    flows = []
-    for i, data in enumerate([*chans, main]):
-        f = pw.TcpFlowWriter(client=("192.0.2.1", 40000 + i), server=("192.0.2.2", 4444),
-                             t0=1000.0 + i * 1e-4, dt=dt)
-        f.handshake().send(data, segment_size=segment_size, ack_every=8).close()
-        flows.append(f)
-    return flows, truth, main
+    return synth.tcp_flows(main, chans, segment_size=segment_size, dt=dt), truth, main
 
 
 def write(path, flows):
